@@ -1,0 +1,172 @@
+"""All tables. Times are naive UTC (``utcnow()``), the same on SQLite and PostgreSQL.
+
+Enumerations are ``StrEnum`` in Python and plain strings in the database, so a new role or state never
+needs a database type change (PostgreSQL ENUM types cannot drop a value).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+from sqlalchemy import Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: what every timestamp column holds."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Role(StrEnum):
+    RAADSLID = "raadslid"
+    WETHOUDER = "wethouder"
+    BURGEMEESTER = "burgemeester"
+    LOCO_BURGEMEESTER = "loco-burgemeester"
+    GRIFFIER = "griffier"
+    GRIFFIE = "griffie"  # the clerk office's shared mailbox: may have no person's name
+    BURGERRAADSLID = "burgerraadslid"
+    COMMISSIELID = "commissielid"
+    FRACTIEASSISTENT = "fractieassistent"
+    SECRETARIS = "gemeentesecretaris"
+    SUPPORTER = "supporter"  # a private supporter, no office
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"  # transient failure; retried after next_attempt_at
+    FAILED = "failed"  # permanent: 5xx or invalid address
+    SKIPPED = "skipped"  # suppressed / opted out / invalid: skip_reason says why
+    UNKNOWN = "unknown"  # the connection died after the body was handed over: never resent automatically
+
+
+class EventKind(StrEnum):
+    REPLY = "reply"
+    AUTO_REPLY = "auto-reply"
+    BOUNCE = "bounce"
+    OPT_IN = "opt-in"
+    OPT_OUT = "opt-out"
+    NOTE = "note"
+    UNMATCHED = "unmatched"  # an inbound message nothing could be matched to
+
+
+class Municipality(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    cbs_code: str = Field(unique=True, max_length=6)  # "GM0363"
+    name: str  # official CBS spelling: "'s-Gravenhage", "Bergen (NH.)"
+    province_code: str  # "PV27"
+    province: str  # CBS 2026 spelling: "Fryslân"
+    aliases: str = ""  # other names, "|"-separated: "Den Haag"
+
+
+class Contact(SQLModel, table=True):
+    """One person (or the griffie mailbox) in one office of one municipality."""
+
+    __table_args__ = (Index("ix_contact_muni_sort", "municipality_id", "sort_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    municipality_id: int | None = Field(default=None, foreign_key="municipality.id", index=True)
+    role: str = Field(index=True)  # a Role value
+    portfolio: str | None = None  # "Jeugd, Onderwijs" for a wethouder
+    party: str | None = Field(default=None, index=True)  # fractie
+    title: str | None = None  # "dr.", "mr."
+    voorletters: str | None = None  # "H.J."
+    voornaam: str | None = None
+    tussenvoegsel: str | None = None  # "van der"
+    achternaam: str | None = None
+    aanspreekvorm: str | None = None  # "mevrouw" | "heer" | None: given by a source, never guessed
+    email: str  # as given in the source
+    email_normalized: str  # email-validator's normalised form, used to send
+    email_key: str = Field(index=True)  # case-folded: matching, dedupe, suppression
+    email_hash: str = Field(index=True)  # sha256(email_key): joins with hashed suppressions
+    office_key: str = Field(unique=True)  # "email_key|GM0363|role": the upsert identity
+    sort_name: str = ""  # achternaam without tussenvoegsel, case-folded: "van der Berg" sorts under B
+    source: str  # provenance: file name or --source text
+    imported_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    term_end: date | None = None
+    active: bool = True
+    opted_in_at: datetime | None = None  # asked to receive the charity's mailings
+    opt_in_topics: str | None = None  # what they asked for, in their words or a topic list
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must not be written to: opt-out, hard bounce, erasure."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_hash: str = Field(unique=True)  # sha256(email_key): survives erasure of the person
+    email_key: str | None = Field(default=None, index=True)  # readable; cleared by `contacts forget`
+    reason: str  # "opt-out", "hard-bounce", "forgotten", "manual"
+    source: str  # "manual", "imap", "import", ...
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True)  # the folder name under templates/letters/
+    name: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Approval(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    approved_by: str
+    approved_at: datetime = Field(default_factory=utcnow)
+    fingerprint: str  # sha256 over the manifest
+    manifest: str  # JSON {relative path: sha256}: tells which file changed since
+
+
+class Delivery(SQLModel, table=True):
+    """One letter of one campaign to one contact; its state machine is in docs/architecture.md."""
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", name="uq_delivery_campaign_contact"),
+        Index("ix_delivery_due", "campaign_id", "state", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True, ondelete="SET NULL")
+    state: str = DeliveryState.PENDING.value
+    message_id: str | None = Field(default=None, unique=True)  # "<...@campaign-domain>", kept across retries
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_code: int | None = None  # SMTP reply code of the last attempt
+    last_error: str | None = None
+    skip_reason: str | None = None
+    claimed_by: str | None = None  # worker id holding the lease
+    lease_until: datetime | None = None
+    sent_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    """Something that came back: a reply, bounce, opt-in/out, or a note by staff."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # an EventKind value
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True, ondelete="SET NULL")
+    delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
+    occurred_at: datetime = Field(default_factory=utcnow)
+    recorded_at: datetime = Field(default_factory=utcnow)
+    source: str  # "imap", "manual", "import"
+    bounce_type: str | None = None  # "hard" | "soft"
+    status_code: str | None = None  # enhanced status "5.1.1" or SMTP code
+    text: str | None = None  # a short summary; never a whole letter
+    reference: str | None = None  # inbound Message-ID
+    dedupe_key: str | None = Field(default=None, unique=True)  # "imap:<mailbox>:<uidvalidity>:<uid>"
+
+
+class InboxCursor(SQLModel, table=True):
+    """How far `inbox sync` got in one IMAP folder."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    mailbox: str = Field(unique=True)  # "user@host/INBOX"
+    uidvalidity: int
+    last_uid: int = 0
+    synced_at: datetime = Field(default_factory=utcnow)

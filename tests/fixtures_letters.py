@@ -1,0 +1,3 @@
+"""Fixtures for the letters tests."""
+
+from __future__ import annotations

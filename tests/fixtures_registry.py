@@ -1,0 +1,3 @@
+"""Fixtures for the registry tests."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Fixtures for the sending tests."""
+
+from __future__ import annotations

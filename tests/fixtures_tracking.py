@@ -1,0 +1,3 @@
+"""Fixtures for the tracking tests."""
+
+from __future__ import annotations
