@@ -160,7 +160,7 @@ def load_settings(
             table = data.get(section, {})
             if isinstance(table, dict) and key in table:
                 values[name] = _convert(name, table[key], f"{toml_path}: [{section}] {key}")
-    unknown = set((overrides or {})) - set(_SOURCES)
+    unknown = set(overrides or {}) - set(_SOURCES)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     return dataclasses.replace(Settings(), **cast(Any, values))

@@ -30,13 +30,17 @@ def root(
     ctx: typer.Context,
     database: Annotated[
         str | None,
-        typer.Option("--database", help="Database URL (default sqlite:///outreach.db) [OUTREACH_DATABASE_URL]"),
+        typer.Option(
+            "--database", help="Database URL (default sqlite:///outreach.db) [OUTREACH_DATABASE_URL]"
+        ),
     ] = None,
     templates: Annotated[
         Path | None,
-        typer.Option("--templates", help="Campaign folders (default templates/letters) [OUTREACH_TEMPLATES]"),
+        typer.Option("--templates", help="Campaign folders, default templates/letters [OUTREACH_TEMPLATES]"),
     ] = None,
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")] = 0,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv: debug).")
+    ] = 0,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,

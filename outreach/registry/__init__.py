@@ -1,0 +1,1 @@
+"""The contact registry: municipalities, people in office, suppressions; import and audience selection."""
