@@ -1,0 +1,1 @@
+"""Letters: campaign folders, the Jinja environment, salutations, rendering and composing messages."""
