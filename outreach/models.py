@@ -131,7 +131,8 @@ class Delivery(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True, ondelete="SET NULL")
     state: str = DeliveryState.PENDING.value
-    message_id: str | None = Field(default=None, unique=True)  # "<...@campaign-domain>", kept across retries
+    token: str | None = Field(default=None, unique=True)  # outreach.letters.ids.new_token(), set when first claimed
+    message_id: str | None = Field(default=None, unique=True)  # "<token@campaign-domain>", kept across retries
     attempts: int = 0
     next_attempt_at: datetime | None = None
     last_code: int | None = None  # SMTP reply code of the last attempt
