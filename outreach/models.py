@@ -131,8 +131,10 @@ class Delivery(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True, ondelete="SET NULL")
     state: str = DeliveryState.PENDING.value
-    token: str | None = Field(default=None, unique=True)  # outreach.letters.ids.new_token(), set when first claimed
-    message_id: str | None = Field(default=None, unique=True)  # "<token@campaign-domain>", kept across retries
+    # outreach.letters.ids.new_token(), set when first claimed; the Message-ID "<token@campaign-domain>"
+    # is built from it and kept across retries.
+    token: str | None = Field(default=None, unique=True)
+    message_id: str | None = Field(default=None, unique=True)
     attempts: int = 0
     next_attempt_at: datetime | None = None
     last_code: int | None = None  # SMTP reply code of the last attempt
