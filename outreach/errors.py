@@ -56,6 +56,10 @@ class HeaderInjectionError(OutreachError):
     """A value bound for a mail header contains a control character (CR, LF, NUL, ...)."""
 
 
+class AddressError(OutreachError):
+    """An e-mail address cannot be put on an envelope or in a header (malformed, needs SMTPUTF8)."""
+
+
 class SmtpError(OutreachError):
     """The SMTP server cannot be used at all: connection refused, TLS or authentication failure."""
 
