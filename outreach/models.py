@@ -161,7 +161,7 @@ class Event(SQLModel, table=True):
     bounce_type: str | None = None  # "hard" | "soft"
     status_code: str | None = None  # enhanced status "5.1.1" or SMTP code
     text: str | None = None  # a short summary; never a whole letter
-    reference: str | None = None  # inbound Message-ID
+    reference: str | None = Field(default=None, index=True)  # inbound Message-ID (sync dedupes on it)
     dedupe_key: str | None = Field(default=None, unique=True)  # "imap:<mailbox>:<uidvalidity>:<uid>"
 
 
