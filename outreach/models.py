@@ -9,12 +9,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from enum import StrEnum
 
+from pydantic import NaiveDatetime
 from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    """Naive UTC now: what every timestamp column holds."""
+    """Naive UTC now: what every timestamp column holds (NaiveDatetime fields: SQLModel >= 0.0.50 would
+    otherwise map ``datetime`` to an aware UTC type that refuses naive values)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
@@ -84,11 +86,11 @@ class Contact(SQLModel, table=True):
     office_key: str = Field(unique=True)  # "email_key|GM0363|role": the upsert identity
     sort_name: str = ""  # achternaam without tussenvoegsel, case-folded: "van der Berg" sorts under B
     source: str  # provenance: file name or --source text
-    imported_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    imported_at: NaiveDatetime = Field(default_factory=utcnow)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow)
     term_end: date | None = None
     active: bool = True
-    opted_in_at: datetime | None = None  # asked to receive the charity's mailings
+    opted_in_at: NaiveDatetime | None = None  # asked to receive the charity's mailings
     opt_in_topics: str | None = None  # what they asked for, in their words or a topic list
 
 
@@ -100,21 +102,21 @@ class Suppression(SQLModel, table=True):
     email_key: str | None = Field(default=None, index=True)  # readable; cleared by `contacts forget`
     reason: str  # "opt-out", "hard-bounce", "forgotten", "manual"
     source: str  # "manual", "imap", "import", ...
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
 class Campaign(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(unique=True)  # the folder name under templates/letters/
     name: str
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
 class Approval(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     approved_by: str
-    approved_at: datetime = Field(default_factory=utcnow)
+    approved_at: NaiveDatetime = Field(default_factory=utcnow)
     fingerprint: str  # sha256 over the manifest
     manifest: str  # JSON {relative path: sha256}: tells which file changed since
 
@@ -136,15 +138,15 @@ class Delivery(SQLModel, table=True):
     token: str | None = Field(default=None, unique=True)
     message_id: str | None = Field(default=None, unique=True)
     attempts: int = 0
-    next_attempt_at: datetime | None = None
+    next_attempt_at: NaiveDatetime | None = None
     last_code: int | None = None  # SMTP reply code of the last attempt
     last_error: str | None = None
     skip_reason: str | None = None
     claimed_by: str | None = None  # worker id holding the lease
-    lease_until: datetime | None = None
-    sent_at: datetime | None = None
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
+    lease_until: NaiveDatetime | None = None
+    sent_at: NaiveDatetime | None = None
+    created_at: NaiveDatetime = Field(default_factory=utcnow)
+    updated_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
 class Event(SQLModel, table=True):
@@ -155,8 +157,8 @@ class Event(SQLModel, table=True):
     contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True, ondelete="SET NULL")
     delivery_id: int | None = Field(default=None, foreign_key="delivery.id", index=True)
     campaign_id: int | None = Field(default=None, foreign_key="campaign.id", index=True)
-    occurred_at: datetime = Field(default_factory=utcnow)
-    recorded_at: datetime = Field(default_factory=utcnow)
+    occurred_at: NaiveDatetime = Field(default_factory=utcnow)
+    recorded_at: NaiveDatetime = Field(default_factory=utcnow)
     source: str  # "imap", "manual", "import"
     bounce_type: str | None = None  # "hard" | "soft"
     status_code: str | None = None  # enhanced status "5.1.1" or SMTP code
@@ -172,4 +174,4 @@ class InboxCursor(SQLModel, table=True):
     mailbox: str = Field(unique=True)  # "user@host/INBOX"
     uidvalidity: int
     last_uid: int = 0
-    synced_at: datetime = Field(default_factory=utcnow)
+    synced_at: NaiveDatetime = Field(default_factory=utcnow)
