@@ -1,0 +1,473 @@
+"""Recipients and rendering: a snapshot of each contact, and the campaign's templates compiled once.
+
+Templates run in Jinja's ``SandboxedEnvironment`` with a strict undefined: a field the template uses
+but a recipient lacks is an error naming the recipient, the template, the line and the field, never an
+empty gap in a letter. Fields a contact does not have (no party, no first name) are *absent* from the
+context rather than None, so a template must say what to do without them
+(``{% if contact.party is defined %}`` or ``{{ contact.party | default("") }}``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn, cast
+
+from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateNotFound, TemplateSyntaxError
+from jinja2 import TemplateError as JinjaTemplateError
+from jinja2.sandbox import SandboxedEnvironment
+from sqlalchemy import Connection, Select, Table, exists, select, true
+from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
+
+from outreach.errors import TemplateError
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.dates import long_date, short_date
+from outreach.letters.privacy import PRIVACY_HTML, PRIVACY_TEXT, why_phrase
+from outreach.letters.salutation import aanhef, aanspreekvorm, display_name
+from outreach.models import Contact, Municipality, Role, Suppression
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Large IN lists are split: SQLite allows 32766 bound variables, PostgreSQL 65535.
+_CHUNK = 10_000
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The Core table of a model: typed columns for set-based statements."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What a letter needs to know about one contact, read in one query and detached from the session."""
+
+    contact_id: int
+    role: str
+    email: str  # email_normalized: where the letter goes
+    voornaam: str | None = None
+    voorletters: str | None = None
+    tussenvoegsel: str | None = None
+    achternaam: str | None = None
+    title: str | None = None
+    aanspreekvorm: str | None = None
+    party: str | None = None
+    portfolio: str | None = None
+    municipality_id: int | None = None
+    municipality: str | None = None  # official name
+    cbs_code: str | None = None
+    province: str | None = None
+    griffie_email: str | None = None  # the own municipality's griffie mailbox, unless suppressed
+    suppressed: str | None = None  # the suppression reason ("opt-out", "hard-bounce", ...), or None
+    email_problem: str | None = None  # why the address cannot be used, or None
+
+    @property
+    def name(self) -> str:
+        return display_name(
+            role=self.role,
+            voornaam=self.voornaam,
+            voorletters=self.voorletters,
+            tussenvoegsel=self.tussenvoegsel,
+            achternaam=self.achternaam,
+            municipality=self.municipality,
+        )
+
+    @property
+    def label(self) -> str:
+        """How messages name this recipient: 'anna@x.nl (raadslid, Utrecht)'."""
+        where = f", {self.municipality}" if self.municipality else ""
+        return f"{self.email} ({self.role}{where})"
+
+    @property
+    def sendable(self) -> bool:
+        return self.suppressed is None and self.email_problem is None
+
+
+def email_problem(address: str) -> str | None:
+    """Why ``address`` cannot go on an envelope, or None. The importer validated it; this is the last
+    line of defence before SMTP (an address edited by hand in the database, an import bug)."""
+    if not address:
+        return "no e-mail address"
+    if _CONTROL_RE.search(address) or " " in address:
+        return "the address contains a space or control character"
+    local, at, domain = address.rpartition("@")
+    if not at or not local or "." not in domain or any(ch in address for ch in '<>,;"()[]\\'):
+        return "not an e-mail address"
+    if not local.isascii():
+        return "the address has non-ASCII characters before the @ (needs SMTPUTF8)"
+    return None
+
+
+def _recipients_statement() -> Select[Any]:
+    contact = table(Contact)
+    municipality = table(Municipality)
+    suppression = table(Suppression)
+    griffie = contact.alias("griffie")
+    griffie_suppression = suppression.alias("griffie_suppression")
+    griffie_email = (
+        select(griffie.c.email_normalized)
+        .where(
+            griffie.c.municipality_id == contact.c.municipality_id,
+            griffie.c.role == Role.GRIFFIE.value,
+            griffie.c.active == true(),
+            ~exists().where(griffie_suppression.c.key_hash == griffie.c.email_hash),
+        )
+        .order_by(griffie.c.id)
+        .limit(1)
+        .correlate(contact)
+        .scalar_subquery()
+    )
+    c = contact.c
+    return select(
+        c.id,
+        c.role,
+        c.email_normalized,
+        c.voornaam,
+        c.voorletters,
+        c.tussenvoegsel,
+        c.achternaam,
+        c.title,
+        c.aanspreekvorm,
+        c.party,
+        c.portfolio,
+        c.municipality_id,
+        municipality.c.name,
+        municipality.c.cbs_code,
+        municipality.c.province,
+        griffie_email,
+        suppression.c.reason,
+    ).select_from(
+        contact.outerjoin(municipality, municipality.c.id == c.municipality_id).outerjoin(
+            suppression, suppression.c.key_hash == c.email_hash
+        )
+    )
+
+
+def load_recipients(
+    session_or_conn: Session | Connection, contact_ids: Iterable[int] | Select[Any]
+) -> dict[int, Recipient]:
+    """Recipients by contact id: one query per 10,000 ids, or one query for a SELECT of ids (such as
+    ``audience_contact_ids(campaign)``). Ids that do not exist are simply absent from the result."""
+    base = _recipients_statement()
+    contact_id = table(Contact).c.id
+    if isinstance(contact_ids, Select):
+        statements = [base.where(contact_id.in_(contact_ids.scalar_subquery()))]
+    else:
+        ids = sorted(set(contact_ids))
+        statements = [base.where(contact_id.in_(ids[i : i + _CHUNK])) for i in range(0, len(ids), _CHUNK)]
+    result: dict[int, Recipient] = {}
+    for statement in statements:
+        for row in session_or_conn.execute(statement):
+            (
+                cid,
+                role,
+                email,
+                vn,
+                vl,
+                tv,
+                an,
+                title,
+                av,
+                party,
+                portfolio,
+                mid,
+                mname,
+                cbs,
+                prov,
+                gr,
+                sup,
+            ) = row
+            griffie = gr if gr and gr != email else None
+            result[cid] = Recipient(
+                contact_id=cid,
+                role=role,
+                email=email or "",
+                voornaam=vn or None,
+                voorletters=vl or None,
+                tussenvoegsel=tv or None,
+                achternaam=an or None,
+                title=title or None,
+                aanspreekvorm=av or None,
+                party=party or None,
+                portfolio=portfolio or None,
+                municipality_id=mid,
+                municipality=mname,
+                cbs_code=cbs,
+                province=prov,
+                griffie_email=griffie,
+                suppressed=sup,
+                email_problem=email_problem(email or ""),
+            )
+    return result
+
+
+# ------------------------------------------------------------------------------------------- templates
+
+
+class Fields(dict[str, Any]):
+    """A dict that knows its name in the template, so a missing key reads 'contact.party is undefined'."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str, values: Mapping[str, Any]) -> None:
+        super().__init__((k, v) for k, v in values.items() if v is not None and v != "")
+        self.path = path
+
+
+class _Undefined(StrictUndefined):
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        owner = self._undefined_obj
+        if isinstance(owner, Fields):
+            return f"field '{owner.path}.{self._undefined_name}' is missing"
+        if owner is not None and not isinstance(owner, type) and self._undefined_name is not None:
+            return f"'{self._undefined_name}' is undefined on {type(owner).__name__}"
+        return f"variable '{self._undefined_name}' is undefined"
+
+
+class _Loader(BaseLoader):
+    """Files of the campaign folder plus named inline sources (the subject, the built-in notices)."""
+
+    def __init__(self, folder: Path, inline: Mapping[str, str]) -> None:
+        self.folder = folder
+        self.inline = dict(inline)
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Any]:
+        if template in self.inline:
+            return self.inline[template], template, lambda: True
+        path = (self.folder / template).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
+            raise TemplateNotFound(template)
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise TemplateError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        return source, template, lambda: True
+
+
+def _environment(loader: _Loader, *, html: bool) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=loader,
+        undefined=_Undefined,
+        autoescape=html,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    env.filters["datum_lang"] = long_date
+    env.filters["datum"] = short_date
+    return env
+
+
+SUBJECT = "campaign.toml [subject]"
+UNSUBSCRIBE_URL = "campaign.toml [unsubscribe] url"
+PRIVACY_TEXT_NAME = "built-in privacy notice (text)"
+PRIVACY_HTML_NAME = "built-in privacy notice (HTML)"
+
+
+@dataclass(frozen=True)
+class RenderedLetter:
+    subject: str
+    text: str  # body with the copy line and the privacy notice, "\n" line ends
+    html: str | None
+    unsubscribe_url: str | None = None
+
+
+def _template_line(tb: TracebackType | None, filename: str) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+class CampaignTemplates:
+    """The campaign's templates, compiled once; ``render`` fills them in for one recipient."""
+
+    def __init__(self, campaign: CampaignConfig) -> None:
+        self.campaign = campaign
+        inline = {SUBJECT: campaign.subject, PRIVACY_TEXT_NAME: PRIVACY_TEXT, PRIVACY_HTML_NAME: PRIVACY_HTML}
+        if campaign.unsubscribe_url:
+            inline[UNSUBSCRIBE_URL] = campaign.unsubscribe_url
+        loader = _Loader(campaign.folder, inline)
+        self._text_env = _environment(loader, html=False)
+        self._html_env = _environment(loader, html=True)
+        self.subject = self._compile(self._text_env, SUBJECT)
+        self.text = self._compile(self._text_env, campaign.text_template)
+        self.html = self._compile(self._html_env, campaign.html_template) if campaign.html_template else None
+        self.unsubscribe_url = (
+            self._compile(self._text_env, UNSUBSCRIBE_URL) if campaign.unsubscribe_url else None
+        )
+        privacy = campaign.privacy
+        self.privacy_text = (
+            self._compile(self._text_env, privacy.text or PRIVACY_TEXT_NAME) if privacy.notice else None
+        )
+        self.privacy_html = (
+            self._compile(self._html_env, privacy.html or PRIVACY_HTML_NAME)
+            if privacy.notice and self.html is not None
+            else None
+        )
+        self._campaign_fields = Fields(
+            "campaign",
+            {
+                "name": campaign.name,
+                "slug": campaign.slug,
+                "from_name": campaign.from_name,
+                "from_address": campaign.from_address,
+                "reply_to": campaign.reply_to,
+            },
+        )
+
+    def _compile(self, env: SandboxedEnvironment, name: str) -> Template:
+        try:
+            return env.get_template(name)
+        except TemplateSyntaxError as exc:
+            raise TemplateError(
+                f"campaign {self.campaign.slug}: {name}:{exc.lineno}: {exc.message}",
+                hint="fix the template; `outreach check` shows every problem",
+            ) from exc
+        except TemplateNotFound as exc:
+            raise TemplateError(f"campaign {self.campaign.slug}: template {exc.name!r} not found") from exc
+
+    def _fail(self, exc: Exception, template: Template, recipient: Recipient) -> NoReturn:
+        name = template.name or "?"
+        line = _template_line(exc.__traceback__, template.filename or name)
+        where = f"{name}:{line}" if line else name
+        detail = exc.message if isinstance(exc, JinjaTemplateError) and exc.message else str(exc)
+        raise TemplateError(
+            f"campaign {self.campaign.slug}: {recipient.label}: {where}: {detail}",
+        ) from exc
+
+    def _render(self, template: Template, context: dict[str, Any], recipient: Recipient) -> str:
+        try:
+            return template.render(context)
+        except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
+            self._fail(exc, template, recipient)
+
+    def context(self, recipient: Recipient, *, token: str, now: datetime) -> dict[str, Any]:
+        campaign = self.campaign
+        copy = (
+            campaign.griffie_copy == "separate"
+            and recipient.role == Role.GRIFFIE
+            and Role.GRIFFIE not in campaign.audience.roles
+        )
+        griffie = (
+            Fields("griffie", {"email": recipient.griffie_email, "name": f"Griffie {recipient.municipality}"})
+            if recipient.griffie_email and campaign.griffie_copy != "none"
+            else None
+        )
+        mailto_address = campaign.unsubscribe_mailto
+        mailto = f"mailto:{mailto_address}?subject=afmelden%20{token}" if mailto_address else None
+        context: dict[str, Any] = {
+            "contact": Fields(
+                "contact",
+                {
+                    "email": recipient.email,
+                    "role": recipient.role,
+                    "naam": recipient.name,
+                    "voornaam": recipient.voornaam,
+                    "voorletters": recipient.voorletters,
+                    "tussenvoegsel": recipient.tussenvoegsel,
+                    "achternaam": recipient.achternaam,
+                    "title": recipient.title,
+                    "aanspreekvorm": aanspreekvorm(recipient.aanspreekvorm),
+                    "party": recipient.party,
+                    "portfolio": recipient.portfolio,
+                },
+            ),
+            "municipality": Fields(
+                "municipality",
+                {
+                    "name": recipient.municipality,
+                    "cbs_code": recipient.cbs_code,
+                    "province": recipient.province,
+                },
+            ),
+            "campaign": self._campaign_fields,
+            "aanhef": aanhef(
+                recipient.role,
+                aanspreekvorm_raw=recipient.aanspreekvorm,
+                tussenvoegsel=recipient.tussenvoegsel,
+                achternaam=recipient.achternaam,
+                style=campaign.salutation,
+            ),
+            "datum": long_date(now),
+            "now": now,
+            "token": token,
+            "griffie_copy": campaign.griffie_copy,
+            "griffie": griffie,
+            "copy": copy,
+            "copy_of": campaign.griffie_copy_label,
+            "unsubscribe_mailto": mailto,
+            "unsubscribe_address": mailto_address,
+            "unsubscribe_url": None,
+            "privacy": Fields(
+                "privacy",
+                {
+                    "why": why_phrase(recipient.role, recipient.municipality),
+                    "address_source": campaign.privacy.address_source,
+                },
+            ),
+        }
+        if self.unsubscribe_url is not None:
+            context["unsubscribe_url"] = self._render(self.unsubscribe_url, context, recipient).strip()
+        return context
+
+    def render(self, recipient: Recipient, *, token: str, now: datetime) -> RenderedLetter:
+        context = self.context(recipient, token=token, now=now)
+        subject = self._render(self.subject, context, recipient).strip()
+        text = self._render(self.text, context, recipient)
+        html = self._render(self.html, context, recipient) if self.html is not None else None
+        if context["copy"]:
+            gemeente = recipient.municipality or "uw gemeente"
+            line = (
+                f"Kopie voor de griffie: deze brief hebben wij op {context['datum']} gestuurd aan "
+                f"{campaign_label(self.campaign)} van {gemeente}."
+            )
+            subject = f"Kopie: {subject}"
+            text = f"{line}\n\n{text}"
+            if html is not None:
+                html = _insert_after_body(html, f'<p class="kopie"><em>{_escape(line)}</em></p>\n')
+        if self.privacy_text is not None:
+            text = f"{text.rstrip()}\n\n-- \n{self._render(self.privacy_text, context, recipient)}"
+        if html is not None and self.privacy_html is not None:
+            html = _insert_before_body_end(html, self._render(self.privacy_html, context, recipient))
+        return RenderedLetter(
+            subject=subject, text=text, html=html, unsubscribe_url=context["unsubscribe_url"]
+        )
+
+
+def campaign_label(campaign: CampaignConfig) -> str:
+    return campaign.griffie_copy_label or "de geadresseerden"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_BODY_OPEN = re.compile(r"<body[^>]*>", re.IGNORECASE)
+_BODY_CLOSE = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+def _insert_after_body(html: str, fragment: str) -> str:
+    match = _BODY_OPEN.search(html)
+    if match is None:
+        return fragment + html
+    return html[: match.end()] + "\n" + fragment + html[match.end() :]
+
+
+def _insert_before_body_end(html: str, fragment: str) -> str:
+    matches = list(_BODY_CLOSE.finditer(html))
+    if not matches:
+        return html.rstrip() + "\n" + fragment
+    cut = matches[-1].start()
+    return html[:cut] + fragment + html[cut:]
