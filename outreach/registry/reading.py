@@ -1,0 +1,309 @@
+"""Reading import files: CSV in the encodings and dialects staff get from Dutch Excel and websites, XLSX.
+
+Everything that makes a file unreadable as a whole raises ``ImportFileError`` before a single row is
+handed out, except a quote that is never closed, which only shows at the end (the import is one
+transaction, so that still leaves the database untouched).
+
+Row numbers are the ones a spreadsheet shows: the header is row 1 when it is the first line, and a
+quoted field with line breaks inside stays one row.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Literal
+
+from outreach.errors import ImportFileError, UsageError
+from outreach.registry.columns import ColumnMap, column_letter, is_header_row, map_columns
+
+DELIMITERS = (";", ",", "\t")
+HEADER_SEARCH_ROWS = 10  # a title line or two ("Raadsleden 2026") may precede the header
+_CHUNK = 1 << 20
+_SAMPLE = 64 * 1024
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 .xls (and .doc, .msg)
+_ZIP_MAGIC = b"PK\x03\x04"
+
+Cells = list[str]
+
+
+@dataclass
+class Table:
+    """An open import file: its header and an iterator over its data rows."""
+
+    path: Path
+    kind: Literal["csv", "xlsx"]
+    encoding: str | None
+    delimiter: str | None
+    sheet: str | None
+    header_row: int
+    columns: ColumnMap
+    rows: Iterator[tuple[int, Cells]]  # (row number as a spreadsheet shows it, cells)
+    progress: Callable[[], float]  # fraction of the file read, 0..1
+
+    @property
+    def where(self) -> str:
+        return str(self.path) if self.sheet is None else f"{self.path} [{self.sheet}]"
+
+
+@contextmanager
+def open_table(path: Path, *, sheet: str | None = None) -> Iterator[Table]:
+    """Open ``path`` as CSV or XLSX (told apart by content, not by name)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(_SAMPLE)
+    except IsADirectoryError:
+        raise ImportFileError(f"{path}: is a folder, not a file") from None
+    except FileNotFoundError:
+        raise ImportFileError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ImportFileError(f"{path}: cannot read: {exc.strerror}") from None
+    if size == 0 or not head.strip():
+        raise ImportFileError(f"{path}: the file is empty")
+    if head.startswith(_ZIP_MAGIC):
+        with ExitStack() as stack:
+            yield _open_xlsx(path, sheet, stack)
+        return
+    if sheet is not None:
+        raise UsageError(f"--sheet applies to XLSX workbooks; {path} is a text file")
+    if head.startswith(_OLE_MAGIC):
+        raise ImportFileError(
+            f"{path}: an old Excel 97-2003 (.xls) workbook, which outreach cannot read",
+            hint="open it in Excel and save it as .xlsx or as CSV",
+        )
+    if head.startswith(b"%PDF"):
+        raise ImportFileError(
+            f"{path}: a PDF document, not a contacts list", hint="export the list as CSV or XLSX"
+        )
+    encoding = _detect_encoding(path, head)
+    with ExitStack() as stack:
+        yield _open_csv(path, size, encoding, stack)
+
+
+# --- CSV ---------------------------------------------------------------------------------------------
+
+
+def _detect_encoding(path: Path, head: bytes) -> str:
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"  # Excel's "Unicode text" export: UTF-16 with BOM, tab-separated
+    if b"\x00" in head:
+        raise ImportFileError(
+            f"{path}: a binary file, not CSV or XLSX", hint="export the list as CSV or XLSX"
+        )
+    # UTF-8 is self-checking: Windows-1252 text with ë or é is (almost) never valid UTF-8, so a file
+    # that decodes as UTF-8 from start to end is UTF-8, and otherwise Excel's Windows-1252.
+    if _decodes(path, "utf-8") is None:
+        return "utf-8"
+    failure = _decodes(path, "cp1252")
+    if failure is not None:
+        raise ImportFileError(
+            f"{path}: neither UTF-8 nor Windows-1252 text ({failure})",
+            hint="save it from Excel as 'CSV UTF-8' or export it as XLSX",
+        )
+    text = head.decode("cp1252", errors="replace")
+    controls = sum(1 for ch in text if ch < " " and ch not in "\r\n\t")
+    if controls > len(text) // 100:
+        raise ImportFileError(
+            f"{path}: a binary file, not CSV or XLSX", hint="export the list as CSV or XLSX"
+        )
+    return "cp1252"
+
+
+def _decodes(path: Path, encoding: str) -> str | None:
+    """None when the whole file decodes; otherwise where it fails, as 'byte 0x81 at line 17'."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    lines = 1
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                bad = chunk[exc.start] if exc.start < len(chunk) else 0
+                line = lines + chunk[: exc.start].count(b"\n")
+                return f"byte 0x{bad:02X} at line {line}"
+            lines += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return "the file ends in the middle of a character"
+    return None
+
+
+def _sniff_delimiter(sample: str) -> str:
+    """The candidate that splits the first records into the most consistent number of fields (> 1)."""
+    lines = sample.splitlines()[:-1] or sample.splitlines()  # the last line of a sample may be cut off
+    best = (0, 0, ",")
+    for delimiter in DELIMITERS:
+        widths = Counter(len(r) for r in csv.reader(io.StringIO("\n".join(lines[:50])), delimiter=delimiter))
+        widths.pop(1, None)
+        widths.pop(0, None)
+        if not widths:
+            continue
+        width, count = widths.most_common(1)[0]
+        best = max(best, (count, width, delimiter))
+    return best[2]
+
+
+def _open_csv(path: Path, size: int, encoding: str, stack: ExitStack) -> Table:
+    binary = stack.enter_context(path.open("rb"))
+    text = stack.enter_context(io.TextIOWrapper(binary, encoding=encoding, newline=""))
+    sample = text.read(_SAMPLE)
+    delimiter = _sniff_delimiter(sample)
+    text.seek(0)
+    reader = csv.reader(text, delimiter=delimiter)
+    records = _numbered(reader, path)
+    header_row, headers = _find_header(records, str(path))
+    columns = map_columns(headers, where=f"{path}:{header_row}")
+
+    def progress() -> float:
+        return min(1.0, binary.tell() / size) if size else 1.0
+
+    return Table(
+        path=path,
+        kind="csv",
+        encoding=encoding,
+        delimiter=delimiter,
+        sheet=None,
+        header_row=header_row,
+        columns=columns,
+        rows=_guard_unclosed_quote(records, path, len(headers)),
+        progress=progress,
+    )
+
+
+def _numbered(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, Cells]]:
+    number = 0
+    try:
+        for record in reader:
+            number += 1
+            yield number, record
+    except csv.Error as exc:
+        raise ImportFileError(f"{path}:{number + 1}: cannot read CSV: {exc}") from None
+
+
+def _guard_unclosed_quote(
+    records: Iterator[tuple[int, Cells]], path: Path, width: int
+) -> Iterator[tuple[int, Cells]]:
+    # Python's csv reader, like Excel, reads an unclosed quote to the end of the file as one field. A
+    # genuine multi-line field ends with its closing quote; one that swallowed the rest of the file
+    # holds line breaks followed by further delimiters and rows.
+    for number, cells in records:
+        for index, cell in enumerate(cells):
+            if ("\n" in cell or "\r" in cell) and _looks_like_rows(cell, width):
+                raise ImportFileError(
+                    f"{path}:{number}:{column_letter(index)}: a quote opened here is never closed, so the "
+                    "rest of the file reads as one field",
+                    hint="close the quote or remove it, then import again",
+                )
+        yield number, cells
+
+
+def _looks_like_rows(cell: str, width: int) -> bool:
+    lines = [line for line in cell.splitlines() if line.strip()]
+    if len(lines) < 2 or width < 3:
+        return False
+    return sum(1 for line in lines[1:] if max(line.count(d) for d in DELIMITERS) >= width - 1) >= 1
+
+
+def _find_header(records: Iterator[tuple[int, Cells]], where: str) -> tuple[int, Cells]:
+    first: tuple[int, Cells] | None = None
+    seen = 0
+    for number, cells in records:
+        if not any(cell.strip() for cell in cells):
+            continue
+        if first is None:
+            first = (number, cells)
+        if is_header_row(cells):
+            return number, cells
+        seen += 1
+        if seen >= HEADER_SEARCH_ROWS:
+            break
+    if first is None:
+        raise ImportFileError(f"{where}: the file has no rows")
+    map_columns(first[1], where=f"{where}:{first[0]}")  # raises, naming the headers it found
+    raise AssertionError("map_columns accepted a row is_header_row rejected")  # pragma: no cover
+
+
+# --- XLSX --------------------------------------------------------------------------------------------
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "ja" if value else "nee"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # Excel stores 363 as 363.0
+    if isinstance(value, datetime):
+        return value.date().isoformat() if value.time() == time() else value.isoformat(sep=" ")
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def _open_xlsx(path: Path, sheet: str | None, stack: ExitStack) -> Table:
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
+        raise ImportFileError(
+            f"{path}: a ZIP archive but not a readable XLSX workbook ({type(exc).__name__})",
+            hint="open it in Excel and save it as .xlsx or CSV",
+        ) from None
+    stack.callback(workbook.close)
+    names = workbook.sheetnames
+    if not names:
+        raise ImportFileError(f"{path}: the workbook has no sheets")
+    if sheet is None:
+        chosen = names[0]
+    else:
+        matches = [n for n in names if n == sheet] or [n for n in names if n.casefold() == sheet.casefold()]
+        if not matches:
+            raise ImportFileError(
+                f"{path}: no sheet {sheet!r}; the workbook has {', '.join(repr(n) for n in names)}"
+            )
+        chosen = matches[0]
+    worksheet = workbook[chosen]
+    total = worksheet.max_row or 0
+    where = f"{path} [{chosen}]"
+    done = 0
+
+    def records() -> Iterator[tuple[int, Cells]]:
+        nonlocal done
+        for number, values in enumerate(worksheet.iter_rows(values_only=True), start=1):
+            done = number
+            yield number, [_cell_text(v) for v in values]
+
+    rows = records()
+    header_row, headers = _find_header(rows, where)
+    columns = map_columns(headers, where=f"{where}:{header_row}")
+
+    def progress() -> float:
+        return min(1.0, done / total) if total else 0.0
+
+    return Table(
+        path=path,
+        kind="xlsx",
+        encoding=None,
+        delimiter=None,
+        sheet=chosen,
+        header_row=header_row,
+        columns=columns,
+        rows=rows,
+        progress=progress,
+    )
