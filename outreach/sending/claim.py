@@ -1,0 +1,205 @@
+"""Claiming deliveries with a lease, and giving back what a dead worker left behind.
+
+Several ``outreach send`` processes may work one campaign (docs/sending.md). A worker claims a batch of
+due deliveries in one short transaction: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two
+workers never block on or take the same rows; on SQLite the same statement runs inside ``BEGIN
+IMMEDIATE`` (outreach.db), which serialises claims between processes. A claim is ``claimed_by`` (the
+worker id) plus ``lease_until``; the worker renews the lease while it runs. Only the holder of a claim may
+move a delivery to ``sending`` (the update checks ``claimed_by``), so a worker that stalled past its
+lease and lost its rows to another can never send them a second time.
+
+When a worker dies, its claimed-but-unsent rows return to the pool once the lease runs out, or at once
+when the worker ran on this machine and its process is gone; rows it had in ``sending`` become
+``unknown``: the letter may or may not have reached the server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select, update
+
+from outreach.letters.ids import message_id, new_token
+from outreach.models import Delivery, DeliveryState
+
+DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
+D = DELIVERY.c
+
+PENDING = DeliveryState.PENDING.value
+SENDING = DeliveryState.SENDING.value
+DEFERRED = DeliveryState.DEFERRED.value
+UNKNOWN = DeliveryState.UNKNOWN.value
+SENT = DeliveryState.SENT.value
+FAILED = DeliveryState.FAILED.value
+SKIPPED = DeliveryState.SKIPPED.value
+
+#: States a claim may hold: a row moves to ``sending`` only from one of these.
+CLAIMABLE = (PENDING, DEFERRED, UNKNOWN)
+
+
+def new_worker_id() -> str:
+    """``host/pid/random``: readable in ``outreach status``, and lets a worker on the same host tell
+    whether the process behind a claim is still alive."""
+    return f"{socket.gethostname()}/{os.getpid()}/{new_token()[:6]}"
+
+
+def worker_alive(worker: str) -> bool | None:
+    """True/False when ``worker`` ran on this host and its process does or does not exist; None when
+    it ran elsewhere (then only the lease tells)."""
+    host, _, rest = worker.partition("/")
+    pid_text = rest.partition("/")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    id: int
+    contact_id: int | None
+    state: str  # the state before this run touches it: pending, deferred or unknown
+    attempts: int
+    token: str
+    message_id: str
+
+
+def due_condition(now: datetime, *, retry_unknown: bool) -> object:
+    due = or_(D.state == PENDING, and_(D.state == DEFERRED, D.next_attempt_at <= now))
+    if retry_unknown:
+        due = or_(due, D.state == UNKNOWN)
+    return due
+
+
+def claim_batch(
+    engine: Engine,
+    *,
+    campaign_id: int,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    retry_unknown: bool,
+    message_domain: str,
+) -> list[ClaimedRow]:
+    """Claim up to ``limit`` due deliveries for ``worker`` in one transaction; gives each its token.
+
+    The token (and Message-ID built from it) is created on first claim and kept ever after, so a retry
+    of a deferred or unknown letter carries the same Message-ID and replies always match.
+    """
+    # Every claim sets lease_until and every release clears it, so "no lease or an expired one" is free.
+    free = or_(D.lease_until.is_(None), D.lease_until < now)
+    query = (
+        select(D.id, D.contact_id, D.state, D.attempts, D.token, D.message_id)
+        .where(D.campaign_id == campaign_id, due_condition(now, retry_unknown=retry_unknown), free)  # type: ignore[arg-type]
+        .order_by(D.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed: list[ClaimedRow] = []
+    with engine.begin() as conn:
+        rows = conn.execute(query).all()
+        if not rows:
+            return []
+        params = []
+        for row in rows:
+            token = row.token or new_token()
+            mid = row.message_id or message_id(token, message_domain)
+            claimed.append(ClaimedRow(row.id, row.contact_id, row.state, row.attempts, token, mid))
+            params.append({"b_id": row.id, "b_token": token, "b_mid": mid})
+        conn.execute(
+            update(DELIVERY)
+            .where(D.id == bindparam("b_id"))
+            .values(
+                claimed_by=worker,
+                lease_until=now + lease,
+                token=bindparam("b_token"),
+                message_id=bindparam("b_mid"),
+            ),
+            params,
+        )
+    return claimed
+
+
+def renew_lease(conn: Connection, *, campaign_id: int, worker: str, until: datetime) -> None:
+    conn.execute(
+        update(DELIVERY)
+        .where(D.campaign_id == campaign_id, D.claimed_by == worker, D.state.in_((*CLAIMABLE, SENDING)))
+        .values(lease_until=until)
+    )
+
+
+def release_claims(
+    conn: Connection, *, campaign_id: int, worker: str, ids: Sequence[int] | None = None
+) -> int:
+    """Give back claimed rows that were not handed to the server; returns how many."""
+    query = update(DELIVERY).where(
+        D.campaign_id == campaign_id, D.claimed_by == worker, D.state.in_(CLAIMABLE)
+    )
+    if ids is not None:
+        query = query.where(D.id.in_(list(ids)))
+    return conn.execute(query.values(claimed_by=None, lease_until=None)).rowcount
+
+
+@dataclass(frozen=True)
+class Recovery:
+    workers: tuple[str, ...]  # dead workers whose rows were recovered
+    unknown: int  # rows that were in ``sending`` and are now ``unknown``
+    released: int  # claimed rows that went back to the pool
+
+
+def recover_abandoned(
+    engine: Engine, *, campaign_id: int, now: datetime, exclude: str | None = None
+) -> Recovery:
+    """Settle the rows of workers that are gone: ``sending`` → ``unknown``, other claims released.
+
+    A worker is gone when all its leases ran out, or when it ran on this host and its process no longer
+    exists (so a rerun after ``kill -9`` on a laptop need not wait for the lease).
+    """
+    with engine.begin() as conn:
+        holders = conn.execute(
+            select(D.claimed_by, func.max(D.lease_until))
+            .where(
+                D.campaign_id == campaign_id,
+                D.claimed_by.is_not(None),
+                D.state.in_((PENDING, DEFERRED, SENDING)),
+            )
+            .group_by(D.claimed_by)
+        ).all()
+        gone: list[str] = []
+        for worker, lease_until in holders:
+            if worker == exclude:
+                continue
+            alive = worker_alive(worker)
+            if alive is False or (alive is None and (lease_until is None or lease_until < now)):
+                gone.append(worker)
+        if not gone:
+            return Recovery((), 0, 0)
+        unknown = conn.execute(
+            update(DELIVERY)
+            .where(D.campaign_id == campaign_id, D.claimed_by.in_(gone), D.state == SENDING)
+            .values(
+                state=UNKNOWN,
+                lease_until=None,
+                last_error="the sender stopped while handing this letter over; the server may have it",
+                updated_at=now,
+            )
+        ).rowcount
+        released = conn.execute(
+            update(DELIVERY)
+            .where(D.campaign_id == campaign_id, D.claimed_by.in_(gone), D.state.in_((PENDING, DEFERRED)))
+            .values(claimed_by=None, lease_until=None)
+        ).rowcount
+    return Recovery(tuple(gone), unknown, released)

@@ -1,0 +1,165 @@
+"""Planning: one Delivery per (campaign, contact), created and updated with set-based statements.
+
+``plan_deliveries`` runs at the start of every ``outreach send``. It is idempotent: the unique
+(campaign_id, contact_id) constraint and ``ON CONFLICT DO NOTHING`` make a second run add only contacts
+that joined the audience since. It also re-checks every delivery that has not gone out yet against the
+suppression list and the registry, so an opt-out recorded between two runs is honoured. Planning a
+campaign of a million contacts is one ``INSERT ... SELECT`` and a few ``UPDATE``s, no Python loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    Select,
+    String,
+    Table,
+    and_,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from outreach.db import dialect_insert
+from outreach.models import Campaign, Contact, DeliveryState, Suppression, utcnow
+from outreach.sending.claim import DEFERRED, DELIVERY, PENDING, SKIPPED, UNKNOWN, D
+
+CAMPAIGN: Table = Campaign.__table__  # type: ignore[attr-defined]
+CONTACT: Table = Contact.__table__  # type: ignore[attr-defined]
+SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
+
+#: States that have not reached anyone: planning may still skip them. ``unknown`` rows (the server may
+#: have the letter) keep their state unless this run is about to resend them (``--retry-unknown``).
+_NOT_YET_SENT = (PENDING, DEFERRED)
+
+SKIP_SUPPRESSED = "suppressed"
+SKIP_INVALID = "invalid address"
+SKIP_INACTIVE = "no longer in office"
+SKIP_FORGOTTEN = "removed from the registry"
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    campaign_id: int
+    created: int  # deliveries added by this planning
+    skipped: int  # deliveries this planning marked skipped (suppressed, invalid, ...)
+    total: int  # deliveries of the campaign after planning
+
+
+def campaign_id_for(conn: Connection, slug: str, name: str) -> int:
+    """The Campaign row for ``slug``, created on first use (approval may have created it already)."""
+    insert = dialect_insert_for(conn)
+    conn.execute(
+        insert(CAMPAIGN)
+        .values(slug=slug, name=name, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["slug"])
+    )
+    found = conn.execute(select(CAMPAIGN.c.id).where(CAMPAIGN.c.slug == slug)).scalar_one()
+    return int(found)
+
+
+def dialect_insert_for(conn: Connection) -> Any:
+    return dialect_insert(conn.engine)
+
+
+def plan_deliveries(
+    engine: Engine, campaign: Any, *, audience: Select[Any] | None = None, retry_unknown: bool = False
+) -> PlanResult:
+    """Create the campaign's missing deliveries and skip the ones that must not go out.
+
+    ``campaign`` is a ``CampaignConfig`` (slug, name); ``audience`` defaults to
+    ``audience_contact_ids(campaign)`` and may be any SELECT of contact ids.
+    """
+    if audience is None:
+        from outreach.registry.audience import audience_contact_ids
+
+        audience = audience_contact_ids(campaign)
+    now = utcnow()
+    with engine.begin() as conn:
+        campaign_id = campaign_id_for(conn, campaign.slug, campaign.name)
+        created = _insert_missing(conn, campaign_id, audience, now)
+        skipped = skip_undeliverable(conn, campaign_id, now, include_unknown=retry_unknown)
+        total = conn.execute(select(func.count()).where(D.campaign_id == campaign_id)).scalar_one()
+    return PlanResult(campaign_id=campaign_id, created=created, skipped=skipped, total=int(total))
+
+
+def _insert_missing(conn: Connection, campaign_id: int, audience: Select[Any], now: datetime) -> int:
+    ids = audience.subquery("audience")
+    id_column = next(iter(ids.c))
+    rows = select(
+        literal(campaign_id, Integer()),
+        id_column,
+        literal(DeliveryState.PENDING.value, String()),
+        literal(0, Integer()),
+        literal(now, DateTime()),
+        literal(now, DateTime()),
+    ).where(true())  # SQLite: INSERT ... SELECT ... ON CONFLICT needs a WHERE to parse unambiguously
+    insert = dialect_insert_for(conn)
+    statement = (
+        insert(DELIVERY)
+        .from_select(["campaign_id", "contact_id", "state", "attempts", "created_at", "updated_at"], rows)
+        .on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"])
+    )
+    return max(0, int(conn.execute(statement).rowcount))
+
+
+def skip_undeliverable(
+    conn: Connection, campaign_id: int, now: datetime, *, include_unknown: bool = False
+) -> int:
+    """Mark not-yet-sent deliveries ``skipped`` whose contact is suppressed, gone, inactive or has no
+    usable address. Returns how many rows changed."""
+    contact = CONTACT.c
+    states = (*_NOT_YET_SENT, UNKNOWN) if include_unknown else _NOT_YET_SENT
+    open_rows = and_(D.campaign_id == campaign_id, D.state.in_(states))
+    total = 0
+
+    forgotten = update(DELIVERY).where(open_rows, D.contact_id.is_(None))
+    total += conn.execute(_skip(forgotten, SKIP_FORGOTTEN, now)).rowcount
+
+    suppression_reason = (
+        select(SUPPRESSION.c.reason)
+        .where(SUPPRESSION.c.key_hash == contact.email_hash, contact.id == D.contact_id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    suppressed_ids = select(contact.id).join(SUPPRESSION, SUPPRESSION.c.key_hash == contact.email_hash)
+    suppressed = (
+        update(DELIVERY)
+        .where(open_rows, D.contact_id.in_(suppressed_ids))
+        .values(
+            state=SKIPPED,
+            skip_reason=literal(f"{SKIP_SUPPRESSED}: ", String()) + func.coalesce(suppression_reason, ""),
+            claimed_by=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    total += conn.execute(suppressed).rowcount
+
+    invalid_ids = select(contact.id).where(
+        or_(contact.email_normalized == "", not_(contact.email_normalized.contains("@")))
+    )
+    invalid = update(DELIVERY).where(open_rows, D.contact_id.in_(invalid_ids))
+    total += conn.execute(_skip(invalid, SKIP_INVALID, now)).rowcount
+
+    inactive_ids = select(contact.id).where(contact.active.is_(False))
+    inactive = update(DELIVERY).where(open_rows, D.contact_id.in_(inactive_ids))
+    total += conn.execute(_skip(inactive, SKIP_INACTIVE, now)).rowcount
+    return int(total)
+
+
+def _skip(statement: Any, reason: str, now: datetime) -> Any:
+    return statement.values(
+        state=SKIPPED, skip_reason=reason, claimed_by=None, lease_until=None, updated_at=now
+    )

@@ -1,0 +1,673 @@
+"""The send loop: plan, claim, compose ahead, send over a pool of persistent connections, record.
+
+Three kinds of work run side by side so that none waits for the others (issue 4):
+
+- a **producer** claims batches of due deliveries and composes their letters on a thread, keeping a
+  buffer of ready letters ahead of the connections;
+- **connections** (``--concurrency``) take letters through the ``DomainScheduler`` (global rate,
+  per-domain rate and cap) and send them, retrying transient failures with tenacity;
+- the **StateWriter** commits the state transitions of all connections in small group transactions.
+
+Every letter is moved to ``sending`` (committed) before its body goes out, and its outcome is committed
+before that connection starts the next letter: a crash at any point leaves each delivery either
+untouched (resent by the next run), ``sending`` (becomes ``unknown``: never resent automatically), or
+with its true outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, func, select
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_any,
+    wait_exponential_jitter,
+)
+from tenacity.stop import stop_base
+
+from outreach.config import Settings
+from outreach.errors import DatabaseError, OutreachError, SmtpError, UsageError
+from outreach.models import utcnow
+from outreach.sending.claim import (
+    DEFERRED,
+    FAILED,
+    SENDING,
+    SENT,
+    SKIPPED,
+    UNKNOWN,
+    ClaimedRow,
+    D,
+    Recovery,
+    claim_batch,
+    due_condition,
+    new_worker_id,
+    recover_abandoned,
+)
+from outreach.sending.classify import Classification, Verdict, classify_smtp_error
+from outreach.sending.jobs import Job, LetterSource
+from outreach.sending.plan import PlanResult, plan_deliveries
+from outreach.sending.smtp import ConnectFailedError, ConnectionLostError, SmtpConnection, SmtpReplyError
+from outreach.sending.throttle import DomainScheduler, monotonic
+from outreach.sending.writer import StateWriter, Transition, WriterFailedError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    dry_run: bool = False
+    limit: int | None = None  # at most this many letters in this run
+    rate: float | None = None  # letters per second, all domains together; overrides the campaign's
+    concurrency: int = 8  # SMTP connections
+    retry_unknown: bool = False  # resend letters whose fate is unknown
+    outbox: Path | None = None  # --dry-run: where the .eml files go (default outbox/<slug>)
+    attempts_per_run: int = 3  # tries of one letter within a run before it waits for the next run
+    max_attempts: int = 15  # tries over all runs before a letter is given up (failed)
+    backoff_initial: float = 2.0  # seconds before the second try within a run (exponential, jittered)
+    backoff_max: float = 60.0
+    retry_after: timedelta = timedelta(minutes=15)  # deferred: first wait until the next run may retry
+    retry_after_max: timedelta = timedelta(hours=6)
+    batch_size: int = 200  # deliveries per claim
+    lease: timedelta = timedelta(minutes=2)  # how long a claim holds without renewal
+    connect_attempts: int = 3  # tries to open a connection before that connection slot gives up
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise UsageError(f"--concurrency must be at least 1, not {self.concurrency}")
+        if self.rate is not None and self.rate <= 0:
+            raise UsageError(f"--rate must be a positive number of letters per second, not {self.rate}")
+        if self.limit is not None and self.limit < 0:
+            raise UsageError(f"--limit must not be negative, not {self.limit}")
+
+
+@dataclass
+class SendSummary:
+    campaign: str
+    worker: str = ""
+    plan: PlanResult | None = None
+    recovery: Recovery | None = None
+    due: int = 0  # letters due when the run started (all workers together)
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    unknown: int = 0
+    skipped: int = 0  # found unsendable while composing (contact gone)
+    written: int = 0  # --dry-run: .eml files written
+    outbox: Path | None = None
+    dry_run: bool = False
+    cancelled: bool = False  # the user declined the confirmation
+    interrupted: bool = False  # Ctrl-C or SIGTERM
+    window_opens_at: datetime | None = None  # outside the sending window: when it next opens (UTC)
+    elapsed: float = 0.0
+    errors: list[str] = field(default_factory=list)  # a few recent failure texts
+    counts: dict[str, int] = field(default_factory=dict)  # the campaign's deliveries per state afterwards
+
+    @property
+    def complete(self) -> bool:
+        """Every delivery of the campaign is sent or skipped."""
+        return all(state in (SENT, SKIPPED) for state, n in self.counts.items() if n)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.complete else 1
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, state: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, state: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class _Transient(Exception):
+    def __init__(self, classification: Classification) -> None:
+        super().__init__(classification.text)
+        self.classification = classification
+
+
+class _Stop(Exception):
+    """Stop the whole run (auth, TLS, sender refused, database)."""
+
+    def __init__(self, error: OutreachError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def run_send(
+    engine: Engine,
+    settings: Settings,
+    campaign: Any,
+    options: SendOptions,
+    *,
+    confirm: Callable[[int], bool] | None = None,
+    progress: Progress | None = None,
+    letters: LetterSource | None = None,
+    audience: Any = None,
+) -> SendSummary:
+    """Send (or, with ``dry_run``, write out) the campaign's due letters. The core of ``outreach send``.
+
+    ``campaign`` is a ``CampaignConfig``. Checks the approval, plans, settles what dead workers left,
+    asks ``confirm(due)`` when given, then sends. Raises ``OutreachError`` for problems that stop the
+    run before or while sending (not approved, authentication, TLS); a summary otherwise.
+    """
+    from outreach.letters.approval import require_approval
+
+    require_approval(engine, campaign)
+    if letters is None:
+        from outreach.sending.letters import CampaignLetters
+
+        letters = CampaignLetters(engine, campaign)
+    summary = SendSummary(campaign=campaign.slug, dry_run=options.dry_run)
+    started = time.perf_counter()
+    summary.plan = plan_deliveries(engine, campaign, audience=audience, retry_unknown=options.retry_unknown)
+    campaign_id = summary.plan.campaign_id
+    now = utcnow()
+    if not options.dry_run:
+        summary.recovery = recover_abandoned(engine, campaign_id=campaign_id, now=now)
+    summary.due = count_due(engine, campaign_id, now, retry_unknown=options.retry_unknown)
+    if options.limit is not None:
+        summary.due = min(summary.due, options.limit)
+    window = campaign.sending.window
+    if summary.due and window is not None and not window.is_open(now) and not options.dry_run:
+        summary.window_opens_at = window.next_open(now)
+    elif summary.due and confirm is not None and not confirm(summary.due):
+        summary.cancelled = True
+    elif summary.due and options.dry_run:
+        summary.outbox = options.outbox or Path("outbox") / campaign.slug
+        _dry_run(engine, campaign, campaign_id, options, letters, summary)
+    elif summary.due:
+        sender = _Sender(engine, settings, campaign, campaign_id, options, letters, progress or _NoProgress())
+        sender.summary = summary
+        summary.worker = sender.worker
+        try:
+            asyncio.run(sender.run())
+        finally:
+            summary.elapsed = time.perf_counter() - started
+            summary.counts = delivery_counts(engine, campaign_id)
+        if sender.fatal is not None:
+            raise sender.fatal
+    summary.elapsed = time.perf_counter() - started
+    summary.counts = delivery_counts(engine, campaign_id)
+    return summary
+
+
+def count_due(engine: Engine, campaign_id: int, now: datetime, *, retry_unknown: bool) -> int:
+    with engine.connect() as conn:
+        query = select(func.count()).where(
+            D.campaign_id == campaign_id,
+            due_condition(now, retry_unknown=retry_unknown),  # type: ignore[arg-type]
+        )
+        return int(conn.execute(query).scalar_one())
+
+
+def delivery_counts(engine: Engine, campaign_id: int) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(D.state, func.count()).where(D.campaign_id == campaign_id).group_by(D.state)
+        ).all()
+    return {str(state): int(n) for state, n in rows}
+
+
+def _dry_run(
+    engine: Engine,
+    campaign: Any,
+    campaign_id: int,
+    options: SendOptions,
+    letters: LetterSource,
+    summary: SendSummary,
+) -> None:
+    """Compose every due letter and write it as .eml; no claim, no state change, no SMTP."""
+    from outreach.letters.ids import message_id, new_token
+
+    assert summary.outbox is not None
+    summary.outbox.mkdir(parents=True, exist_ok=True)
+    now = utcnow()
+    remaining = summary.due
+    last_id = 0
+    while remaining > 0:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(D.id, D.contact_id, D.state, D.attempts, D.token, D.message_id)
+                .where(
+                    D.campaign_id == campaign_id,
+                    D.id > last_id,
+                    due_condition(now, retry_unknown=options.retry_unknown),  # type: ignore[arg-type]
+                )
+                .order_by(D.id)
+                .limit(min(remaining, options.batch_size))
+            ).all()
+        if not rows:
+            break
+        last_id = rows[-1].id
+        claimed = []
+        for row in rows:
+            # A letter never claimed has no token yet; the dry run shows a throwaway one.
+            token = row.token or new_token()
+            mid = row.message_id or message_id(token, campaign.message_domain)
+            claimed.append(ClaimedRow(row.id, row.contact_id, row.state, row.attempts, token, mid))
+        jobs, unsendable = letters.compose(claimed, now)
+        for job in jobs:
+            letters.write_eml(job, summary.outbox)
+        summary.written += len(jobs)
+        summary.skipped += len(unsendable)
+        remaining -= len(rows)
+
+
+class _Sender:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        campaign: Any,
+        campaign_id: int,
+        options: SendOptions,
+        letters: LetterSource,
+        progress: Progress,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.campaign = campaign
+        self.campaign_id = campaign_id
+        self.options = options
+        self.letters = letters
+        self.progress = progress
+        self.worker = new_worker_id()
+        self.summary = SendSummary(campaign=campaign.slug)
+        self.fatal: OutreachError | None = None
+        sending = campaign.sending
+        self.max_per_connection = max(1, int(sending.max_per_connection or 100))
+        rate = options.rate if options.rate is not None else sending.rate
+        self.scheduler: DomainScheduler[Job] = DomainScheduler(
+            rate=rate,
+            domain_rate=sending.domain_rate,
+            domain_connections=sending.domain_connections or None,
+            # Let a fast rate keep every connection busy: GCRA allows this many back to back.
+            burst=max(1, min(options.concurrency, int(rate or 1))),
+        )
+        self.clock = monotonic
+        self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None
+        self._want_more: asyncio.Event | None = None
+        self._producer_done = False
+        self._claimed = 0
+        self._live_connections = 0
+        self._connect_errors: list[str] = []
+        self._gave_up = 0
+        self._signals = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --------------------------------------------------------------------------------- lifecycle
+
+    def stop(self, reason: str | None = None) -> None:
+        if not self._stopping:
+            self._stopping = True
+            if reason:
+                log.info("stopping: %s", reason)
+        assert self._stop_event is not None and self._changed is not None and self._want_more is not None
+        self._stop_event.set()
+        self._changed.set()
+        self._want_more.set()
+
+    def _on_signal(self) -> None:
+        self._signals += 1
+        self.summary.interrupted = True
+        if self._signals == 1:
+            self.stop("interrupted")
+        else:
+            # A second Ctrl-C: stop now. Letters in the middle of being handed over stay ``sending``
+            # and are settled as ``unknown`` below.
+            for task in self._tasks:
+                task.cancel()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._want_more = asyncio.Event()
+        self._want_more.set()
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self._on_signal)
+        writer = self.writer = StateWriter(
+            self.engine, campaign_id=self.campaign_id, worker=self.worker, lease=self.options.lease
+        )
+        writer.start()
+        self.progress.start(self.summary.due)
+        producer = loop.create_task(self._produce(), name="outreach-producer")
+        renewer = loop.create_task(self._renew(), name="outreach-lease")
+        self._tasks = [
+            loop.create_task(self._connection(n), name=f"outreach-smtp-{n}")
+            for n in range(self.options.concurrency)
+        ]
+        self._live_connections = len(self._tasks)
+        try:
+            results = await asyncio.gather(*self._tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, _Stop) and self.fatal is None:
+                    self.fatal = result.error
+                elif isinstance(result, WriterFailedError) and self.fatal is None:
+                    self.fatal = DatabaseError(str(result))
+                elif isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                    raise result
+            self.stop()
+            await producer
+            renewer.cancel()
+            if self.fatal is None and self._gave_up == len(self._tasks):
+                self.fatal = SmtpError(
+                    f"cannot open a connection: {self._connect_errors[-1]}",
+                    hint="check OUTREACH_SMTP_HOST and OUTREACH_SMTP_PORT, or try again later",
+                )
+        finally:
+            for task in (producer, renewer):
+                task.cancel()
+            self.progress.stop()
+            try:
+                await self._settle()
+            finally:
+                if in_main:
+                    for signum in (signal.SIGINT, signal.SIGTERM):
+                        loop.remove_signal_handler(signum)
+
+    async def _settle(self) -> None:
+        """Return unsent claims to the pool; anything still ``sending`` (hard stop) becomes ``unknown``."""
+        writer = self.writer
+        if writer.error is None:
+            try:
+                await writer.flush()
+                await self._mark_own_sending_unknown()
+                await writer.release(None)
+            except WriterFailedError:
+                pass
+        await writer.close()
+
+    async def _mark_own_sending_unknown(self) -> None:
+        from sqlalchemy import update
+
+        from outreach.sending.claim import DELIVERY
+
+        def settle() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(DELIVERY)
+                    .where(D.campaign_id == self.campaign_id, D.claimed_by == self.worker, D.state == SENDING)
+                    .values(
+                        state=UNKNOWN,
+                        lease_until=None,
+                        last_error="stopped while handing this letter over; the server may have it",
+                        updated_at=utcnow(),
+                    )
+                )
+
+        await asyncio.to_thread(settle)
+
+    async def _renew(self) -> None:
+        interval = max(1.0, self.options.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            self.writer.renew()
+
+    # ---------------------------------------------------------------------------------- producer
+
+    async def _produce(self) -> None:
+        """Claim and compose ahead of the connections until nothing is due or the run stops."""
+        assert self._want_more is not None and self._changed is not None
+        options = self.options
+        limit = options.limit if options.limit is not None else math.inf
+        low_water = max(options.batch_size, options.concurrency * 4)
+        window = self.campaign.sending.window
+        try:
+            while not self._stopping and self._claimed < limit:
+                if len(self.scheduler) >= low_water:
+                    self._want_more.clear()
+                    await self._want_more.wait()
+                    continue
+                now = utcnow()
+                if window is not None and not window.is_open(now):
+                    self.summary.window_opens_at = window.next_open(now)
+                    self.stop("the sending window closed")
+                    break
+                size = int(min(options.batch_size, limit - self._claimed))
+                rows = await asyncio.to_thread(
+                    claim_batch,
+                    self.engine,
+                    campaign_id=self.campaign_id,
+                    worker=self.worker,
+                    now=now,
+                    lease=options.lease,
+                    limit=size,
+                    retry_unknown=options.retry_unknown,
+                    message_domain=self.campaign.message_domain,
+                )
+                if not rows:
+                    break
+                self._claimed += len(rows)
+                jobs, unsendable = await asyncio.to_thread(self.letters.compose, rows, now)
+                for row, reason in unsendable:
+                    self.writer.record(Transition(row.id, SKIPPED, error=reason))
+                    self.summary.skipped += 1
+                    self.progress.advance(SKIPPED)
+                for job in jobs:
+                    self.scheduler.add(job.domain, job)
+                self._changed.set()
+        except OutreachError as exc:
+            # A template that cannot be rendered for a recipient: stop before sending anything broken.
+            if self.fatal is None:
+                self.fatal = exc
+            self.stop(exc.message)
+        finally:
+            self._producer_done = True
+            self._changed.set()
+
+    # -------------------------------------------------------------------------------- connections
+
+    async def _next_job(self) -> Job | None:
+        assert self._changed is not None and self._want_more is not None
+        low_water = max(self.options.batch_size, self.options.concurrency * 4)
+        while not self._stopping:
+            job, wait = self.scheduler.take(self.clock())
+            if len(self.scheduler) < low_water:
+                self._want_more.set()
+            if job is not None:
+                return job
+            if self._producer_done and len(self.scheduler) == 0:
+                return None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=None if math.isinf(wait) else wait)
+        return None
+
+    async def _connection(self, number: int) -> None:
+        assert self._changed is not None
+        connection = SmtpConnection(self.settings, local_hostname=self.campaign.message_domain)
+        try:
+            while True:
+                job = await self._next_job()
+                if job is None:
+                    return
+                try:
+                    await self._deliver(connection, job)
+                finally:
+                    self.scheduler.done(job.domain, self.clock())
+                    self._changed.set()
+                if connection.sent >= self.max_per_connection:
+                    await connection.close()
+        except _ConnectGaveUpError:
+            self._gave_up += 1
+            return
+        except (_Stop, WriterFailedError):
+            self.stop()
+            raise
+        finally:
+            self._live_connections -= 1
+            await connection.close()
+            if self._live_connections == 0:
+                self.stop()
+
+    async def _interruptible_sleep(self, seconds: float) -> None:
+        assert self._stop_event is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
+
+    async def _deliver(self, connection: SmtpConnection, job: Job) -> None:
+        options = self.options
+        retrying = AsyncRetrying(
+            stop=stop_any(stop_after_attempt(options.attempts_per_run), _StopWhen(lambda: self._stopping)),
+            wait=wait_exponential_jitter(
+                multiplier=options.backoff_initial, jitter=options.backoff_initial, max=options.backoff_max
+            ),
+            retry=retry_if_exception_type(_Transient),
+            sleep=self._interruptible_sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._attempt(connection, job)
+        except _Transient as exc:
+            if job.attempted:
+                self._finish_deferred(job, exc.classification)
+            if not connection.is_open and self._connect_failed_streak(connection):
+                raise _ConnectGaveUpError from None
+
+    def _connect_failed_streak(self, connection: SmtpConnection) -> bool:
+        return connection.connect_failures >= self.options.connect_attempts
+
+    async def _attempt(self, connection: SmtpConnection, job: Job) -> None:
+        if job.attempted and self._stopping:
+            raise _Transient(Classification(Verdict.TRANSIENT, None, "stopped before the next try"))
+        if not connection.is_open:
+            try:
+                await connection.open()
+            except ConnectFailedError as exc:
+                self._connect_errors.append(exc.text)
+                del self._connect_errors[:-5]
+                raise _Transient(classify_smtp_error(exc)) from None
+            except SmtpError as exc:
+                raise _Stop(exc) from None
+        if not await self.writer.mark_sending(job.row.id):
+            log.warning("delivery %s: claim lost to another worker; not sending", job.row.id)
+            return
+        job.attempted = True
+        job.tries += 1
+        try:
+            result = await connection.send(job.sender, job.recipients, job.body)
+        except (SmtpReplyError, ConnectionLostError) as exc:
+            outcome = classify_smtp_error(exc)
+        else:
+            note = None
+            if result.refused:
+                note = "; ".join(f"copy to {a} refused: {c} {t}" for a, (c, t) in result.refused.items())
+            self.writer.record(Transition(job.row.id, SENT, code=result.code, error=note, sent_at=utcnow()))
+            self.summary.sent += 1
+            self.progress.advance(SENT)
+            return
+        if outcome.verdict is Verdict.TRANSIENT:
+            self.writer.record(
+                Transition(
+                    job.row.id,
+                    DEFERRED,
+                    code=outcome.code,
+                    error=outcome.text,
+                    next_attempt_at=utcnow(),
+                    keep_claim=True,
+                )
+            )
+            raise _Transient(outcome)
+        if outcome.verdict is Verdict.PERMANENT:
+            self.writer.record(Transition(job.row.id, FAILED, code=outcome.code, error=outcome.text))
+            self.summary.failed += 1
+            self._note_error(job, outcome)
+            self.progress.advance(FAILED)
+            return
+        if outcome.verdict is Verdict.UNKNOWN:
+            self.writer.record(Transition(job.row.id, UNKNOWN, code=outcome.code, error=outcome.text))
+            self.summary.unknown += 1
+            self._note_error(job, outcome)
+            self.progress.advance(UNKNOWN)
+            return
+        # STOP: the server refuses our session or sender; this letter was not taken. Put it back as it was.
+        self.writer.record(
+            Transition(job.row.id, job.row.state, code=outcome.code, error=outcome.text, keep_claim=True)
+        )
+        raise _Stop(
+            SmtpError(
+                f"{connection.where}: the server refuses to send for us: {outcome.code} {outcome.text}",
+                hint="check the campaign's from address and the SMTP account",
+            )
+        )
+
+    def _finish_deferred(self, job: Job, classification: Classification) -> None:
+        total = job.row.attempts + job.tries
+        if total >= self.options.max_attempts:
+            text = f"gave up after {total} attempts: {classification.text}"
+            self.writer.record(Transition(job.row.id, FAILED, code=classification.code, error=text))
+            self.summary.failed += 1
+            self._note_error(job, classification)
+            self.progress.advance(FAILED)
+            return
+        rounds = max(0, total // self.options.attempts_per_run - 1)
+        delay = min(self.options.retry_after * (2**rounds), self.options.retry_after_max)
+        delay *= random.uniform(0.9, 1.1)  # spread retries of a greylisting domain over time
+        self.writer.record(
+            Transition(
+                job.row.id,
+                DEFERRED,
+                code=classification.code,
+                error=classification.text,
+                next_attempt_at=utcnow() + delay,
+            )
+        )
+        self.summary.deferred += 1
+        self._note_error(job, classification)
+        self.progress.advance(DEFERRED)
+
+    def _note_error(self, job: Job, classification: Classification) -> None:
+        code = f"{classification.code} " if classification.code else ""
+        self.summary.errors.append(f"{job.recipients[0]}: {code}{classification.text}")
+        del self.summary.errors[:-10]
+
+
+class _StopWhen(stop_base):
+    """Stop retrying once the run is stopping (Ctrl-C, window closed): the letter waits for next run."""
+
+    def __init__(self, flag: Callable[[], bool]) -> None:
+        self._flag = flag
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self._flag()
+
+
+class _ConnectGaveUpError(Exception):
+    """This connection slot could not open a connection after its tries; it stops."""
