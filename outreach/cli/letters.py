@@ -1,9 +1,155 @@
-"""Commands of this area; see register()."""
+"""Campaigns and their review: `campaign list|show`, `preview`, `check`, `approve`. See docs/campaigns.md."""
 
 from __future__ import annotations
 
+import getpass
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from outreach.cli.common import app_context, echo_json, err_console, new_typer
+from outreach.errors import UsageError
+from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.review import (
+    approve_campaign,
+    check_campaign,
+    format_letter,
+    list_campaigns,
+    preview_letters,
+    show_campaign,
+    write_preview,
+)
+
+campaign_app = new_typer("Campaign folders under templates/letters: list them, show one.")
+
+CampaignOption = Annotated[str, typer.Option("--campaign", "-c", help="The campaign's folder name (slug).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of text.")]
+
+
+def _campaign(ctx: typer.Context, slug: str) -> CampaignConfig:
+    return load_campaign(app_context(ctx).settings.templates, slug)
+
+
+@campaign_app.command("list")
+def campaign_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List the campaigns with their audience and approval state."""
+    context = app_context(ctx)
+    summaries = list_campaigns(context.engine(), context.settings.templates)
+    if as_json:
+        echo_json([asdict(s) for s in summaries])
+        return
+    if not summaries:
+        err_console.print(f"No campaigns in {context.settings.templates}")
+    for s in summaries:
+        if s.problem:
+            typer.echo(f"{s.slug}\tINVALID: {s.problem}")
+        else:
+            typer.echo(f"{s.slug}\t{s.name}\t{s.audience}\tgriffie copy: {s.griffie_copy}\t{s.approval}")
+
+
+@campaign_app.command("show")
+def campaign_show(
+    ctx: typer.Context,
+    slug: Annotated[str, typer.Argument(help="The campaign's folder name.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show a campaign's settings, audience size and approval state."""
+    details = show_campaign(app_context(ctx).engine(), _campaign(ctx, slug))
+    if as_json:
+        echo_json(details)
+        return
+    for key, value in details.items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "-"
+        typer.echo(f"{key:<20} {'-' if value is None else value}")
+
+
+def preview(
+    ctx: typer.Context,
+    campaign: CampaignOption,
+    contact: Annotated[
+        str | None, typer.Option("--contact", help="Preview the letter(s) for this e-mail address.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write .eml and .html per recipient and an index.html into this folder."),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="At most N recipients (default: 1 printed, all with --out)."),
+    ] = None,
+) -> None:
+    """Show exactly what recipients will get: headers and text, or files to open in a browser."""
+    config = _campaign(ctx, campaign)
+    engine = app_context(ctx).engine()
+    if out is not None:
+        result = write_preview(preview_letters(engine, config, contact=contact, limit=limit), out)
+        typer.echo(f"Wrote {result.letters} letters to {result.folder}; open {result.index}")
+        return
+    # Printed, one letter is the default: a whole audience on a terminal helps nobody.
+    letters = preview_letters(engine, config, contact=contact, limit=limit or (None if contact else 1))
+    shown = 0
+    for recipient, letter in letters:
+        if shown:
+            typer.echo("\n" + "=" * 78 + "\n")
+        if not recipient.sendable:
+            err_console.print(
+                f"Note: {recipient.email} will not be sent: {recipient.suppressed or recipient.email_problem}"
+            )
+        typer.echo(format_letter(letter))
+        shown += 1
+    if shown == 0:
+        err_console.print(f"Nobody to preview: campaign {campaign} has no sendable recipients")
+
+
+def check(ctx: typer.Context, campaign: CampaignOption, as_json: JsonOption = False) -> None:
+    """Render the letter for every recipient and report every failure; exit 1 on any."""
+    report = check_campaign(app_context(ctx).engine(), _campaign(ctx, campaign))
+    if as_json:
+        echo_json(asdict(report) | {"ok": report.ok})
+    else:
+        for problem in report.problems:
+            typer.echo(f"PROBLEM {problem}")
+        for failure in report.failures:
+            typer.echo(f"FAIL {failure.recipient}: {failure.message}")
+        typer.echo(
+            f"campaign {report.campaign}: {report.recipients} recipients, {report.suppressed} suppressed, "
+            f"{report.invalid} invalid, {report.rendered} letters rendered "
+            f"({report.cc_griffie} with Cc to the griffie, {report.griffie_copies} separate griffie copies), "
+            f"{len(report.failures)} failures"
+        )
+    if not report.ok:
+        sys.stderr.write(f"Error: campaign {report.campaign} is not ready: fix the problems above\n")
+        raise typer.Exit(1)
+
+
+def approve(
+    ctx: typer.Context,
+    campaign: CampaignOption,
+    by: Annotated[str | None, typer.Option("--by", help="Who approves (default: your login name).")] = None,
+) -> None:
+    """Check the campaign and record who approved it, when, and a fingerprint of every file in it."""
+    if by is None:
+        try:
+            by = getpass.getuser()
+        except (OSError, KeyError):
+            by = ""
+    if not by.strip():
+        raise UsageError("say who approves: --by NAME")
+    record, report = approve_campaign(app_context(ctx).engine(), _campaign(ctx, campaign), by)
+    typer.echo(
+        f"Approved campaign {record.campaign} by {record.approved_by}"
+        f" at {record.approved_at:%Y-%m-%d %H:%M} UTC: "
+        f"{report.rendered} letters, {len(record.files)} files, fingerprint {record.fingerprint[:16]}"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.add_typer(campaign_app, name="campaign")
+    app.command("preview")(preview)
+    app.command("check")(check)
+    app.command("approve")(approve)

@@ -1,0 +1,363 @@
+"""What reviewers run before anything is sent: list and show campaigns, check, preview, approve."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from outreach.errors import CampaignError, NotFoundError, OutreachError
+from outreach.letters.approval import (
+    ApprovalRecord,
+    changes_since,
+    fingerprint,
+    latest_approval,
+    manifest,
+    record_approval,
+)
+from outreach.letters.campaign import CampaignConfig, list_campaign_slugs, load_campaign
+from outreach.letters.compose import ComposedLetter, LetterComposer
+from outreach.letters.ids import new_token
+from outreach.letters.render import Recipient, load_recipients
+from outreach.models import utcnow
+from outreach.registry.audience import audience_contact_ids
+from outreach.registry.keys import email_key, fold
+
+
+def audience(engine: Engine, campaign: CampaignConfig) -> list[Recipient]:
+    """Everyone the campaign addresses (suppressed and invalid included), by municipality and surname."""
+    with engine.connect() as conn:
+        recipients = load_recipients(conn, audience_contact_ids(campaign))
+    return sorted(
+        recipients.values(),
+        key=lambda r: (fold(r.municipality or ""), r.role, fold(r.achternaam or ""), r.email, r.contact_id),
+    )
+
+
+# ------------------------------------------------------------------------------------------ list/show
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    state: str  # "approved", "changed", "not approved"
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.state} ({self.detail})" if self.detail else self.state
+
+
+def approval_state(engine: Engine, campaign: CampaignConfig) -> ApprovalState:
+    record = latest_approval(engine, campaign)
+    if record is None:
+        return ApprovalState("not approved")
+    when = f"by {record.approved_by}, {record.approved_at:%Y-%m-%d %H:%M} UTC"
+    current = manifest(campaign.folder)
+    if fingerprint(current) != record.fingerprint:
+        return ApprovalState(
+            "changed", f"approved {when}; since then {', '.join(changes_since(record.files, current))}"
+        )
+    return ApprovalState("approved", when)
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    slug: str
+    name: str
+    audience: str
+    griffie_copy: str
+    approval: str
+    problem: str | None = None
+
+
+def describe_audience(campaign: CampaignConfig) -> str:
+    a = campaign.audience
+    parts = [", ".join(a.roles)]
+    for label, values in (
+        ("provinces", a.provinces),
+        ("municipalities", a.municipalities),
+        ("parties", a.parties),
+        ("portfolio", a.portfolio),
+    ):
+        if values:
+            parts.append(f"{label}: {', '.join(values)}")
+    return "; ".join(parts)
+
+
+def list_campaigns(engine: Engine, templates_dir: Path) -> list[CampaignSummary]:
+    """Every campaign folder; one that does not load is listed with its problem instead of failing all."""
+    summaries = []
+    for slug in list_campaign_slugs(templates_dir):
+        try:
+            campaign = load_campaign(templates_dir, slug)
+        except OutreachError as exc:
+            summaries.append(CampaignSummary(slug, "", "", "", "", problem=exc.message))
+            continue
+        summaries.append(
+            CampaignSummary(
+                slug=slug,
+                name=campaign.name,
+                audience=describe_audience(campaign),
+                griffie_copy=campaign.griffie_copy,
+                approval=str(approval_state(engine, campaign)),
+            )
+        )
+    return summaries
+
+
+def show_campaign(engine: Engine, campaign: CampaignConfig) -> dict[str, object]:
+    """Everything `campaign show` prints, as plain data (also its --json document)."""
+    sending = campaign.sending
+    recipients = audience(engine, campaign)
+    return {
+        "slug": campaign.slug,
+        "name": campaign.name,
+        "folder": str(campaign.folder),
+        "from": f"{campaign.from_name} <{campaign.from_address}>",
+        "reply_to": campaign.reply_to,
+        "message_domain": campaign.message_domain,
+        "subject": campaign.subject,
+        "text_template": campaign.text_template,
+        "html_template": campaign.html_template,
+        "attachments": [p.name for p in campaign.attachments],
+        "audience": describe_audience(campaign),
+        "recipients": len(recipients),
+        "suppressed": sum(1 for r in recipients if r.suppressed),
+        "invalid": sum(1 for r in recipients if r.email_problem and not r.suppressed),
+        "griffie_copy": campaign.griffie_copy,
+        "salutation": campaign.salutation,
+        "privacy_notice": campaign.privacy.notice,
+        "unsubscribe_mailto": campaign.unsubscribe_mailto,
+        "unsubscribe_url": campaign.unsubscribe_url,
+        "rate": sending.rate,
+        "domain_rate": sending.domain_rate,
+        "domain_connections": sending.domain_connections,
+        "max_per_connection": sending.max_per_connection,
+        "window": sending.window.describe() if sending.window else None,
+        "verp_local": sending.verp_local,
+        "dkim": f"{sending.dkim_selector}._domainkey.{sending.dkim_domain}"
+        if sending.dkim_selector
+        else None,
+        "approval": str(approval_state(engine, campaign)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class CheckFailure:
+    recipient: str  # e-mail address
+    message: str  # names template, line and field
+
+
+@dataclass
+class CheckReport:
+    campaign: str
+    recipients: int = 0  # everyone in the audience, griffie copies included
+    suppressed: int = 0
+    invalid: int = 0
+    rendered: int = 0
+    griffie_copies: int = 0
+    cc_griffie: int = 0
+    failures: list[CheckFailure] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # campaign-wide: empty audience, ...
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.problems
+
+
+def check_campaign(engine: Engine, campaign: CampaignConfig, *, now: datetime | None = None) -> CheckReport:
+    """Render and compose the letter of every sendable recipient; collect every failure, never stop."""
+    now = now or utcnow()
+    composer = LetterComposer(campaign)
+    report = CheckReport(campaign=campaign.slug)
+    recipients = audience(engine, campaign)
+    report.recipients = len(recipients)
+    if not recipients:
+        report.problems.append(
+            f"campaign {campaign.slug}: nobody in the registry matches the audience"
+            f" ({describe_audience(campaign)})"
+        )
+    for recipient in recipients:
+        if recipient.suppressed:
+            report.suppressed += 1
+            continue
+        if recipient.email_problem:
+            report.invalid += 1
+            continue
+        try:
+            letter = composer.compose(recipient, token=new_token(), now=now)
+        except OutreachError as exc:
+            report.failures.append(CheckFailure(recipient.email, exc.message))
+            continue
+        report.rendered += 1
+        if len(letter.envelope_to) > 1:
+            report.cc_griffie += 1
+        if letter.subject.startswith("Kopie: ") and recipient.role == "griffie":
+            report.griffie_copies += 1
+    return report
+
+
+# -------------------------------------------------------------------------------------------- preview
+
+
+def preview_letters(
+    engine: Engine,
+    campaign: CampaignConfig,
+    *,
+    contact: str | None = None,
+    limit: int | None = None,
+    now: datetime | None = None,
+) -> Iterator[tuple[Recipient, ComposedLetter]]:
+    """The letters recipients would get now, in audience order; ``contact`` picks one e-mail address.
+
+    Suppressed and invalid recipients are previewed too when asked for by address (the reviewer wants to
+    see them), and left out of a preview of everyone.
+    """
+    now = now or utcnow()
+    composer = LetterComposer(campaign)
+    recipients = audience(engine, campaign)
+    if contact is not None:
+        key = email_key(contact)
+        recipients = [r for r in recipients if email_key(r.email) == key]
+        if not recipients:
+            raise NotFoundError(
+                f"{contact} is not in the audience of campaign {campaign.slug}"
+                f" ({describe_audience(campaign)})",
+                hint="`outreach contacts show EMAIL` shows the contact's role and municipality",
+            )
+    else:
+        recipients = [r for r in recipients if r.sendable]
+    if limit is not None:
+        recipients = recipients[:limit]
+    for recipient in recipients:
+        yield recipient, composer.compose(recipient, token=new_token(), now=now)
+
+
+_UNSAFE_RE = re.compile(r"[^A-Za-z0-9@._+-]+")
+
+
+@dataclass(frozen=True)
+class PreviewResult:
+    folder: Path
+    letters: int
+    index: Path
+
+
+def write_preview(letters: Iterator[tuple[Recipient, ComposedLetter]], out: Path) -> PreviewResult:
+    """One .eml and one .html per letter plus index.html, for reviewing in a mail program or browser."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CampaignError(f"{out}: cannot create the preview folder: {exc.strerror}") from exc
+    rows = []
+    count = 0
+    for count, (recipient, letter) in enumerate(letters, start=1):
+        stem = f"{count:05d}-{_UNSAFE_RE.sub('_', recipient.email)[:80]}"
+        (out / f"{stem}.eml").write_bytes(letter.as_bytes())
+        (out / f"{stem}.html").write_text(_letter_page(letter), encoding="utf-8")
+        status = ""
+        if recipient.suppressed:
+            status = f"suppressed: {recipient.suppressed}"
+        elif recipient.email_problem:
+            status = f"invalid: {recipient.email_problem}"
+        rows.append(
+            "<tr>"
+            f"<td>{count}</td><td>{html.escape(recipient.name)}</td><td>{html.escape(recipient.email)}</td>"
+            f"<td>{html.escape(recipient.role)}</td><td>{html.escape(recipient.municipality or '')}</td>"
+            f"<td>{html.escape(', '.join(letter.envelope_to[1:]))}</td>"
+            f"<td>{html.escape(letter.subject)}</td>"
+            f'<td><a href="{stem}.html">brief</a> · <a href="{stem}.eml">.eml</a></td>'
+            f"<td>{html.escape(status)}</td></tr>"
+        )
+    index = out / "index.html"
+    index.write_text(
+        '<!DOCTYPE html>\n<html lang="nl"><head><meta charset="utf-8"><title>Preview</title>'
+        "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
+        "tr:nth-child(even){background:#f4f4f4}</style></head><body>\n"
+        f"<h1>Preview: {count} letters</h1>\n<table>\n"
+        "<tr><th>#</th><th>name</th><th>e-mail</th><th>role</th><th>municipality</th><th>cc</th>"
+        "<th>subject</th><th>files</th><th></th></tr>\n" + "\n".join(rows) + "\n</table>\n</body></html>\n",
+        encoding="utf-8",
+    )
+    return PreviewResult(folder=out, letters=count, index=index)
+
+
+def _letter_page(letter: ComposedLetter) -> str:
+    """The HTML part as sent, with the envelope shown above it; a text-only letter in <pre>."""
+    message = letter.message
+    head = "".join(
+        f"<tr><th>{name}</th><td>{html.escape(str(message[name]))}</td></tr>"
+        for name in ("From", "To", "Cc", "Reply-To", "Subject", "Date")
+        if message[name] is not None
+    )
+    attachments = ", ".join(html.escape(p.get_filename() or "") for p in message.iter_attachments())
+    if attachments:
+        head += f"<tr><th>Attachments</th><td>{attachments}</td></tr>"
+    banner = (
+        '<table style="font:13px sans-serif;background:#eef;margin-bottom:1em;padding:4px">'
+        + head
+        + "</table>\n"
+    )
+    if letter.html is not None:
+        body = letter.html
+        match = re.search(r"<body[^>]*>", body, re.IGNORECASE)
+        if match:
+            return body[: match.end()] + "\n" + banner + body[match.end() :]
+        return banner + body
+    return (
+        '<!DOCTYPE html>\n<html lang="nl"><head><meta charset="utf-8"></head><body>\n'
+        + banner
+        + '<pre style="white-space:pre-wrap;font:15px sans-serif">'
+        + html.escape(letter.text)
+        + "</pre>\n</body></html>\n"
+    )
+
+
+def format_letter(letter: ComposedLetter) -> str:
+    """Headers and text as `outreach preview` prints them."""
+    message = letter.message
+    lines = [
+        f"{name}: {message[name]}"
+        for name in (
+            "From",
+            "Reply-To",
+            "To",
+            "Cc",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "List-Unsubscribe",
+            "List-Unsubscribe-Post",
+            "Auto-Submitted",
+        )
+        if message[name] is not None
+    ]
+    lines.append(f"Envelope-To: {', '.join(letter.envelope_to)}")
+    for part in message.iter_attachments():
+        lines.append(f"Attachment: {part.get_filename()} ({part.get_content_type()})")
+    return "\n".join(lines) + "\n\n" + letter.text
+
+
+# -------------------------------------------------------------------------------------------- approve
+
+
+def approve_campaign(
+    engine: Engine, campaign: CampaignConfig, approved_by: str, *, now: datetime | None = None
+) -> tuple[ApprovalRecord, CheckReport]:
+    """Run the check and, when every letter renders, record the approval of the folder as it is now."""
+    report = check_campaign(engine, campaign, now=now)
+    if not report.ok:
+        first = (report.problems + [f"{f.recipient}: {f.message}" for f in report.failures])[0]
+        raise CampaignError(
+            f"campaign {campaign.slug} cannot be approved: {len(report.failures)} letter(s) fail to render"
+            f"{', and ' + '; '.join(report.problems) if report.problems else ''} (first: {first})",
+            hint=f"see `outreach check --campaign {campaign.slug}`",
+        )
+    return record_approval(engine, campaign, approved_by), report
