@@ -58,6 +58,7 @@ class Handler:
     faults: dict[str, Fault] = field(default_factory=dict)
     messages: list[Received] = field(default_factory=list)
     pipelining: bool = False
+    delay: float = 0.0  # seconds to think before answering each message (to catch a sender mid-run)
     sessions: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -98,6 +99,8 @@ class Handler:
         fault = self._fault(envelope.rcpt_tos[0], "data", "disconnect-after-body", "hang-after-body")
         if fault is not None and fault.kind == "data":
             return fault.reply
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(content)))
         if fault is not None and fault.kind == "disconnect-after-body":

@@ -24,10 +24,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select, update
 
 from outreach.letters.ids import message_id, new_token
-from outreach.models import Delivery, DeliveryState
+from outreach.models import Campaign, Contact, Delivery, DeliveryState
 
 DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
 D = DELIVERY.c
+CAMPAIGN_TABLE: Table = Campaign.__table__  # type: ignore[attr-defined]
+CONTACT_TABLE: Table = Contact.__table__  # type: ignore[attr-defined]
 
 PENDING = DeliveryState.PENDING.value
 SENDING = DeliveryState.SENDING.value

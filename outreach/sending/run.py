@@ -375,10 +375,10 @@ class _Sender:
         try:
             results = await asyncio.gather(*self._tasks, return_exceptions=True)
             for result in results:
-                if isinstance(result, _Stop) and self.fatal is None:
-                    self.fatal = result.error
-                elif isinstance(result, WriterFailedError) and self.fatal is None:
-                    self.fatal = DatabaseError(str(result))
+                if isinstance(result, _Stop):
+                    self.fatal = self.fatal or result.error
+                elif isinstance(result, WriterFailedError):
+                    self.fatal = self.fatal or DatabaseError(str(result))
                 elif isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     raise result
             self.stop()
@@ -471,6 +471,17 @@ class _Sender:
                     message_domain=self.campaign.message_domain,
                 )
                 if not rows:
+                    # Before calling it a day: rows of a worker that died meanwhile (on PostgreSQL, in
+                    # another process) come back to the pool now rather than at the next run.
+                    recovery = await asyncio.to_thread(
+                        recover_abandoned,
+                        self.engine,
+                        campaign_id=self.campaign_id,
+                        now=utcnow(),
+                        exclude=self.worker,
+                    )
+                    if recovery.released:
+                        continue
                     break
                 self._claimed += len(rows)
                 jobs, unsendable = await asyncio.to_thread(self.letters.compose, rows, now)

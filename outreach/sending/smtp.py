@@ -291,10 +291,7 @@ class SmtpConnection:
                         break
             code, text = replies[0]
             if code != 250:
-                if not pipeline_data:
-                    await self._reset(timeout)
-                elif replies[-1][0] == 354:
-                    self.abort()
+                await self._end_failed_transaction(pipeline_data and replies[-1][0] == 354, timeout)
                 raise SmtpReplyError(code, text, "mail")
             refused: dict[str, tuple[int, str]] = {}
             for address, (code, text) in zip(recipients, replies[1 : 1 + len(recipients)], strict=False):
@@ -302,12 +299,7 @@ class SmtpConnection:
                     refused[address] = (code, text)
             if recipients[0] in refused:
                 code, text = refused[recipients[0]]
-                if not pipeline_data:
-                    await self._reset(timeout)
-                elif replies[-1][0] == 354:
-                    # RFC 2920 3.1: DATA after a refused RCPT must fail; a server that opened the body
-                    # anyway would take our next commands as text, so this connection is done.
-                    self.abort()
+                await self._end_failed_transaction(pipeline_data and replies[-1][0] == 354, timeout)
                 raise SmtpReplyError(code, text, "rcpt", recipients[0])
             if pipeline_data:
                 code, text = replies[-1]
@@ -334,6 +326,16 @@ class SmtpConnection:
             raise
         self.sent += 1
         return SendResult(code, text, refused)
+
+    async def _end_failed_transaction(self, data_open: bool, timeout: float) -> None:
+        if data_open:
+            # RFC 2920 3.1: DATA after a refused MAIL/RCPT must fail; a server that opened the body
+            # anyway would take our next commands as text, so this connection is done.
+            self.abort()
+        else:
+            # The pipelined DATA was refused too (503/554), but the envelope may still be open (aiosmtpd
+            # keeps it): RSET so the next MAIL FROM starts clean (RFC 5321 4.1.1.5).
+            await self._reset(timeout)
 
     async def _reset(self, timeout: float) -> None:
         assert self._transport is not None and self._protocol is not None

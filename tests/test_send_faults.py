@@ -1,0 +1,304 @@
+"""Injected SMTP faults end in the right delivery states; TLS and AUTH; errors that stop a run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from outreach.errors import CampaignError, SmtpError
+from outreach.models import Delivery, Suppression, utcnow
+from outreach.registry.keys import email_hash, email_key
+from outreach.sending.run import SendOptions, run_send
+from tests.fixtures_sending import CampaignFactory, Certificates, add_raadsleden, smtp_settings
+from tests.smtpd import Fault, SmtpServer, refusing_server, silent_server
+
+
+def options(**kwargs: object) -> SendOptions:
+    values: dict[str, object] = {"concurrency": 3, "backoff_initial": 0.01, "backoff_max": 0.05}
+    values.update(kwargs)
+    return SendOptions(**values)  # type: ignore[arg-type]
+
+
+def states(engine: Engine) -> dict[str, Delivery]:
+    """Deliveries by the contact's address."""
+    from outreach.models import Contact
+
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Contact.email_normalized, Delivery)
+            .join(Delivery, col(Delivery.contact_id) == col(Contact.id))
+            .order_by(col(Delivery.id))
+        ).all()
+    return {address: delivery for address, delivery in rows}
+
+
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def test_transient_and_permanent_rcpt_replies(
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    pipelining: bool,
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 12)
+    greylisted, busy_once, unknown_user, rejected_body = addresses[:4]
+    server = smtpd(pipelining=pipelining)
+    server.handler.faults = {
+        greylisted: Fault("rcpt", "451 4.7.1 greylisted, try again later"),
+        busy_once: Fault("rcpt", "452 4.2.2 mailbox full", times=1),
+        unknown_user: Fault("rcpt", "550 5.1.1 no such user"),
+        rejected_body: Fault("data", "554 5.7.1 message rejected as spam"),
+    }
+    before = utcnow()
+    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    rows = states(engine)
+
+    assert rows[greylisted].state == "deferred"
+    assert rows[greylisted].last_code == 451
+    assert rows[greylisted].attempts == 3  # the tries of this run
+    assert rows[greylisted].next_attempt_at is not None
+    assert rows[greylisted].next_attempt_at > before + timedelta(minutes=10)
+    assert rows[busy_once].state == "sent" and rows[busy_once].attempts == 2
+    assert rows[unknown_user].state == "failed" and rows[unknown_user].last_code == 550
+    assert "no such user" in (rows[unknown_user].last_error or "")
+    assert rows[rejected_body].state == "failed" and rows[rejected_body].last_code == 554
+    for address in addresses[4:]:
+        assert rows[address].state == "sent"
+    received = [r for m in server.handler.messages for r in m.rcpt_tos]
+    assert sorted(received) == sorted([busy_once, *addresses[4:]])
+    assert summary.exit_code == 1
+    assert (summary.sent, summary.deferred, summary.failed) == (9, 1, 2)
+
+    # The next run leaves the deferred letter alone until its retry time has come.
+    again = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    assert again.due == 0 and again.sent == 0
+
+
+def test_disconnect_before_data_is_deferred_and_after_body_is_unknown(
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    pipelining: bool,
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 8)
+    cut_early, cut_late = addresses[:2]
+    server = smtpd(pipelining=pipelining)
+    server.handler.faults = {
+        cut_early: Fault("disconnect-at-rcpt"),
+        cut_late: Fault("disconnect-after-body", times=1),
+    }
+    settings = smtp_settings(db_url, server.port)
+    run_send(engine, settings, campaign, options())
+    rows = states(engine)
+    assert rows[cut_early].state == "deferred"
+    assert rows[cut_late].state == "unknown"
+    assert len(server.handler.received_by(cut_late)) == 1  # the server did get it
+    assert not server.handler.received_by(cut_early)
+    assert all(rows[a].state == "sent" for a in addresses[2:])
+
+    # Unknown letters are never resent by an ordinary run...
+    run_send(engine, settings, campaign, options())
+    assert len(server.handler.received_by(cut_late)) == 1
+    assert states(engine)[cut_late].state == "unknown"
+    # ...only on request, with the same Message-ID.
+    first_message_id = rows[cut_late].message_id
+    summary = run_send(engine, settings, campaign, options(retry_unknown=True))
+    assert summary.sent == 1
+    assert len(server.handler.received_by(cut_late)) == 2
+    assert states(engine)[cut_late].state == "sent"
+    assert states(engine)[cut_late].message_id == first_message_id
+
+
+def test_a_server_that_never_answers_after_the_body_leaves_unknown(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 3)
+    server = smtpd()
+    server.handler.faults = {addresses[0]: Fault("hang-after-body", times=1)}
+    run_send(engine, smtp_settings(db_url, server.port, smtp_timeout=0.5), campaign, options())
+    rows = states(engine)
+    assert rows[addresses[0]].state == "unknown"
+    assert "timed out" in (rows[addresses[0]].last_error or "")
+    assert rows[addresses[1]].state == rows[addresses[2]].state == "sent"
+
+
+def test_421_on_connect_stops_the_run_and_marks_nothing(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory
+) -> None:
+    campaign = make_campaign()
+    add_raadsleden(engine, 5)
+    with refusing_server() as port, pytest.raises(SmtpError, match="421 4.3.2 too busy"):
+        run_send(engine, smtp_settings(db_url, port), campaign, options(concurrency=2))
+    rows = states(engine)
+    assert {d.state for d in rows.values()} == {"pending"}
+    assert all(d.claimed_by is None for d in rows.values())
+
+
+def test_a_server_that_never_greets_stops_the_run_and_marks_nothing(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory
+) -> None:
+    campaign = make_campaign()
+    add_raadsleden(engine, 3)
+    with silent_server() as port, pytest.raises(SmtpError, match=f"127.0.0.1:{port}"):
+        run_send(engine, smtp_settings(db_url, port, smtp_timeout=0.3), campaign, options(concurrency=1))
+    assert {d.state for d in states(engine).values()} == {"pending"}
+
+
+def test_starttls_with_auth(
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    certificates: Certificates,
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 10)
+    server = smtpd(tls=certificates.server_context, auth=("brieven", "geheim"), pipelining=True)
+    settings = smtp_settings(
+        db_url,
+        server.port,
+        smtp_tls="starttls",
+        smtp_ca_file=certificates.ca_file,
+        smtp_username="brieven",
+        smtp_password="geheim",
+    )
+    summary = run_send(engine, settings, campaign, options())
+    assert summary.sent == 10
+    assert sorted(r for m in server.handler.messages for r in m.rcpt_tos) == sorted(addresses)
+
+
+def test_wrong_password_is_one_clear_error_and_marks_nothing_failed(
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    certificates: Certificates,
+) -> None:
+    campaign = make_campaign()
+    add_raadsleden(engine, 4)
+    server = smtpd(tls=certificates.server_context, auth=("brieven", "geheim"))
+    settings = smtp_settings(
+        db_url,
+        server.port,
+        smtp_tls="starttls",
+        smtp_ca_file=certificates.ca_file,
+        smtp_username="brieven",
+        smtp_password="fout",
+    )
+    with pytest.raises(SmtpError) as caught:
+        run_send(engine, settings, campaign, options())
+    message = str(caught.value)
+    assert message.startswith(f"127.0.0.1:{server.port}: authentication failed for user 'brieven'")
+    assert "\n" not in message and "fout" not in message
+    assert {d.state for d in states(engine).values()} == {"pending"}
+    assert not server.handler.messages
+
+
+def test_untrusted_certificate_is_one_clear_error(
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    certificates: Certificates,
+) -> None:
+    campaign = make_campaign()
+    add_raadsleden(engine, 2)
+    server = smtpd(tls=certificates.server_context)
+    settings = smtp_settings(db_url, server.port, smtp_tls="starttls")  # no CA file: not trusted
+    with pytest.raises(SmtpError, match="TLS failed: .*certificate") as caught:
+        run_send(engine, settings, campaign, options())
+    assert "\n" not in str(caught.value)
+    assert {d.state for d in states(engine).values()} == {"pending"}
+
+
+def test_suppressed_contacts_are_skipped_with_the_reason(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 4)
+    with Session(engine) as session:
+        key = email_key(addresses[0])
+        session.add(Suppression(key_hash=email_hash(key), email_key=key, reason="opt-out", source="manual"))
+        session.commit()
+    server = smtpd()
+    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    rows = states(engine)
+    assert rows[addresses[0]].state == "skipped"
+    assert rows[addresses[0]].skip_reason == "suppressed: opt-out"
+    assert not server.handler.received_by(addresses[0])
+    assert summary.sent == 3 and summary.exit_code == 0
+
+
+def test_dry_run_writes_eml_files_and_changes_nothing(
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    tmp_path: Path,
+) -> None:
+    campaign = make_campaign()
+    add_raadsleden(engine, 5)
+    server = smtpd()
+    outbox = tmp_path / "outbox"
+    summary = run_send(
+        engine, smtp_settings(db_url, server.port), campaign, options(dry_run=True, outbox=outbox)
+    )
+    files = sorted(outbox.glob("*.eml"))
+    assert summary.written == len(files) == 5
+    assert b"Subject: Jeugdzorg in " in files[0].read_bytes()
+    assert not server.handler.messages
+    assert {(d.state, d.token) for d in states(engine).values()} == {("pending", None)}
+
+
+def test_limit_sends_only_that_many(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    campaign = make_campaign()
+    add_raadsleden(engine, 20)
+    server = smtpd()
+    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options(limit=7))
+    assert summary.sent == 7 and len(server.handler.messages) == 7
+    assert summary.counts == {"sent": 7, "pending": 13}
+    assert summary.exit_code == 1
+
+
+def test_an_unapproved_campaign_is_refused(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    campaign = make_campaign(approve=False)
+    add_raadsleden(engine, 2)
+    server = smtpd()
+    with pytest.raises(CampaignError, match="has not been approved"):
+        run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    assert not server.handler.messages
+
+
+def test_outside_the_sending_window_nothing_is_sent(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    from outreach.letters.campaign import AMSTERDAM
+
+    tomorrow = (utcnow().replace(tzinfo=None) + timedelta(days=1)).weekday()
+    local_now = utcnow().replace(tzinfo=AMSTERDAM)
+    day = ["ma", "di", "wo", "do", "vr", "za", "zo"][tomorrow]
+    del local_now
+    campaign = make_campaign(extra=f'\n[sending.window]\ndays = ["{day}"]\nstart = "00:00"\nend = "00:01"\n')
+    add_raadsleden(engine, 2)
+    server = smtpd()
+    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    assert summary.sent == 0 and not server.handler.messages
+    assert summary.window_opens_at is not None and summary.window_opens_at > utcnow()
+    assert summary.exit_code == 1
