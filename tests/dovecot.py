@@ -15,6 +15,7 @@ Messages are delivered with IMAP APPEND, as a mail client that files a message w
 
 from __future__ import annotations
 
+import email
 import grp
 import os
 import pwd
@@ -25,6 +26,7 @@ import ssl
 import subprocess
 import time
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -93,11 +95,14 @@ class Mailbox:
     def append(self, raw: bytes, folder: str = "INBOX") -> None:
         """File one message, as a mail client does: IMAP APPEND with CRLF line ends."""
         data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        written = email.message_from_bytes(data).get("Date")
+        # The arrival time (INTERNALDATE) of a filed message is the time it was written.
+        arrived = parsedate_to_datetime(str(written)) if written else None
         client = self.client()
         try:
             if folder != "INBOX" and not client.folder_exists(folder):
                 client.create_folder(folder)
-            client.append(folder, data)
+            client.append(folder, data, msg_time=arrived)
         finally:
             client.logout()
 
@@ -112,7 +117,9 @@ class Mailbox:
 
 
 class DovecotServer:
-    def __init__(self, root: Path) -> None:
+    """One server with one account (``mailbox``); start() and stop() bracket its life."""
+
+    def __init__(self, root: Path, username: str = "brieven") -> None:
         binary = find_dovecot()
         if binary is None:
             raise DovecotUnavailable(
@@ -128,6 +135,7 @@ class DovecotServer:
         self.mail_root = root / "mail"
         self.log_file = root / "dovecot.log"
         self.config_file = root / "dovecot.conf"
+        self.username = username
         self.imap_port = 0
         self.imaps_port = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -143,6 +151,7 @@ class DovecotServer:
         if self._as_root:
             nobody = pwd.getpwnam("nobody")
             os.chown(self.mail_root, nobody.pw_uid, nobody.pw_gid)
+        self.mailbox = self._add_mailbox(self.username)
         last_log = ""
         for _attempt in range(3):  # a free port can be taken between probing and binding it
             self.imap_port, self.imaps_port = _free_port(), _free_port()
@@ -188,9 +197,8 @@ class DovecotServer:
 
     # --- accounts ------------------------------------------------------------------------------------
 
-    def new_mailbox(self, name: str | None = None) -> Mailbox:
-        """A new account with an empty INBOX. Dovecot re-reads the passwd-file when it changes."""
-        username = name or f"charity{secrets.token_hex(4)}"
+    def _add_mailbox(self, username: str) -> Mailbox:
+        # Written before the server starts: Dovecot re-reads a changed passwd-file at most once a second.
         password = secrets.token_urlsafe(12)
         if self._as_root:
             home = self.mail_root / username

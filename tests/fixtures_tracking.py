@@ -25,11 +25,12 @@ def mail_fixture(name: str) -> bytes:
     return (MAIL_DIR / name).read_bytes()
 
 
-@pytest.fixture(scope="session")
-def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]:
-    """One Dovecot for the session, started here and stopped after the last test that uses it."""
+@pytest.fixture
+def dovecot(tmp_path: Path) -> Iterator[DovecotServer]:
+    """A Dovecot of this test alone (configuration, certificate and maildir under tmp_path), started
+    here and stopped when the test ends."""
     try:
-        server = DovecotServer(tmp_path_factory.mktemp("dovecot"))
+        server = DovecotServer(tmp_path / "dovecot")
     except DovecotUnavailable as exc:
         pytest.skip(f"no IMAP server for the tracking tests: {exc}")
     server.start()
@@ -41,8 +42,8 @@ def dovecot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DovecotServer]
 
 @pytest.fixture
 def mailbox(dovecot: DovecotServer) -> Mailbox:
-    """A fresh account with an empty INBOX on the test Dovecot."""
-    return dovecot.new_mailbox()
+    """The charity's mailbox on the test Dovecot, INBOX empty."""
+    return dovecot.mailbox
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
@@ -32,6 +32,7 @@ SUPPRESSION = SQLModel.metadata.tables["suppression"]
 # reports them as "skipped: opted out".
 SKIP_REASONS = {"opt-out": "opted out", "hard-bounce": "hard bounce"}
 MANUAL_KINDS = (EventKind.REPLY, EventKind.OPT_IN, EventKind.OPT_OUT, EventKind.NOTE)
+CLOCK_SKEW = timedelta(days=1)
 TEXT_LIMIT = 2000  # a note or summary, never a whole letter
 
 
@@ -343,7 +344,7 @@ def record_inbound(
         "contact_id": contact_id,
         "delivery_id": delivery.id if delivery else None,
         "campaign_id": delivery.campaign_id if delivery else None,
-        "occurred_at": received_at or inbound.date or now,
+        "occurred_at": _occurred(inbound.date, received_at, now),
         "recorded_at": now,
         "source": source,
         "bounce_type": ("hard" if hard else "soft") if kind is EventKind.BOUNCE else None,
@@ -379,6 +380,13 @@ def record_inbound(
         failed_delivery=failed,
         summary=summary,
     )
+
+
+def _occurred(written: datetime | None, received: datetime | None, now: datetime) -> datetime:
+    """When the person wrote (Date), unless their clock was clearly wrong; else when it arrived."""
+    if written is not None and (received is None or written <= received + CLOCK_SKEW):
+        return written
+    return received or now
 
 
 def _bounced_address(inbound: InboundMessage) -> str | None:
