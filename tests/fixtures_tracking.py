@@ -92,15 +92,17 @@ def add_delivery(
     domain: str = "hetvergetenkind.nl",
     sent_at: datetime | None = SENT_AT,
 ) -> Delivery:
-    """A delivery as the sender leaves it: token and Message-ID set when claimed, sent_at when sent."""
-    token = token or new_token()
+    """A delivery as the sender leaves it: token and Message-ID set when first claimed (so a pending
+    letter has none), sent_at when sent."""
+    claimed = state is not DeliveryState.PENDING
+    token = token or (new_token() if claimed else None)
     delivery = Delivery(
         campaign_id=campaign.id or 0,
         contact_id=contact.id,
         state=state.value,
         token=token,
-        message_id=message_id(token, domain),
-        attempts=1,
+        message_id=message_id(token, domain) if token else None,
+        attempts=1 if claimed else 0,
         sent_at=sent_at if state in (DeliveryState.SENT, DeliveryState.FAILED) else None,
     )
     session.add(delivery)

@@ -143,8 +143,9 @@ def suppress(conn: Connection, key: str, reason: str, source: str, now: datetime
         dialect_insert(conn.engine)(SUPPRESSION)
         .values(key_hash=email_hash(key), email_key=key, reason=reason, source=source, created_at=now)
         .on_conflict_do_nothing(index_elements=["key_hash"])
+        .returning(SUPPRESSION.c.id)  # rowcount of ON CONFLICT DO NOTHING differs between drivers
     )
-    return bool(conn.execute(stmt).rowcount)
+    return conn.execute(stmt).first() is not None
 
 
 def skip_unsent(conn: Connection, key: str, reason: str, now: datetime) -> int:
@@ -278,11 +279,12 @@ def track(
 def _attach_unmatched(conn: Connection, event_id: int, values: dict[str, Any]) -> int:
     row = conn.execute(select(EVENT.c.kind, EVENT.c.occurred_at).where(EVENT.c.id == event_id)).first()
     if row is None:
-        raise NotFoundError(
-            f"no inbox message with event id {event_id}", hint="see `outreach inbox unmatched`"
-        )
+        raise NotFoundError(f"no inbox message with id {event_id}", hint="see `outreach inbox unmatched`")
     if row.kind != EventKind.UNMATCHED.value:
-        raise UsageError(f"event {event_id} is not an unmatched message (it is a {row.kind})")
+        raise NotFoundError(
+            f"event {event_id} is not an unmatched inbox message (it is recorded as {row.kind})",
+            hint="see `outreach inbox unmatched`",
+        )
     changes = dict(values)
     changes["occurred_at"] = row.occurred_at  # when the mail arrived, not when staff attached it
     changes.pop("source")  # it still came from the mailbox
