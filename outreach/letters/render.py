@@ -424,7 +424,7 @@ class CampaignTemplates:
 
     def render(self, recipient: Recipient, *, token: str, now: datetime) -> RenderedLetter:
         context = self.context(recipient, token=token, now=now)
-        subject = self._render(self.subject, context, recipient).strip()
+        subject = self._render(self.subject, context, recipient).strip(" ")
         text = self._render(self.text, context, recipient)
         html = self._render(self.html, context, recipient) if self.html is not None else None
         if context["copy"]:

@@ -47,6 +47,12 @@ _FORMS = {
 }
 
 
+def _spaces(text: str | None) -> str:
+    """Runs of spaces collapsed. Only spaces: a line break in a name is bad data that composing must
+    refuse (it would start a new mail header), not something to tidy away unseen."""
+    return " ".join(part for part in (text or "").split(" ") if part)
+
+
 def aanspreekvorm(raw: str | None) -> str | None:
     """'mevrouw', 'heer', or None when the source said nothing usable (never guessed)."""
     if not raw:
@@ -67,8 +73,8 @@ def surname(tussenvoegsel: str | None, achternaam: str | None, *, leading: bool)
 
     Tolerates a source that put the particle into the surname as well ("van Dijk" + "van").
     """
-    name = " ".join((achternaam or "").split())
-    particle = " ".join((tussenvoegsel or "").split())
+    name = _spaces(achternaam)
+    particle = _spaces(tussenvoegsel)
     if particle and name.lower().startswith(particle.lower() + " "):
         name = name[len(particle) + 1 :]
     if not name:
@@ -114,6 +120,6 @@ def display_name(
     """The name on the To line: 'Anna van Dijk', 'A.B. van Dijk', 'Griffie Utrecht', or ''."""
     if role == Role.GRIFFIE:
         return f"Griffie {municipality}" if municipality else "Griffie"
-    first = " ".join((voornaam or "").split()) or " ".join((voorletters or "").split())
+    first = _spaces(voornaam) or _spaces(voorletters)
     last = surname(tussenvoegsel, achternaam, leading=not first)
     return " ".join(part for part in (first, last) if part)
