@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -229,12 +231,13 @@ def _rate(row: ReportRow) -> str:
 
 
 def _print_report(report: CampaignReport) -> None:
-    console = Console(highlight=False, soft_wrap=True)
-    table = Table(title=f"{report.name} ({report.campaign})", title_justify="left")
-    table.add_column(report.by or "", style="bold")
-    headers = ("letters", "sent", "failed", "skipped", "bounced", "replied", "auto-replied", "opted out")
-    for header in (*headers, "response rate"):
-        table.add_column(header, justify="right")
+    # Piped output (a file, `less`) is not squeezed to 80 columns; a terminal gets its own width.
+    console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+    table = Table(title=f"{report.name} ({report.campaign})", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column(report.by or "", style="bold", no_wrap=True)
+    headers = ("letters", "sent", "failed", "skipped", "bounced", "replied", "auto-\nreplied", "opted\nout")
+    for header in (*headers, "response\nrate"):
+        table.add_column(header, justify="right", no_wrap=True)
 
     def cells(row: ReportRow) -> list[str]:
         numbers = (row.letters, row.sent, row.failed, row.skipped, row.bounced, row.replied)

@@ -274,6 +274,8 @@ def campaign_report(
             UncoveredMunicipality(cbs_code=r.cbs_code, name=r.name, province=r.province, letters=int(r.n))
             for r in conn.execute(uncovered_query)
         ]
+        # Where letters were planned but none arrived comes first: that is where the team can act.
+        uncovered.sort(key=lambda m: m.letters == 0)
     return CampaignReport(
         campaign=slug,
         name=str(campaign.name),
