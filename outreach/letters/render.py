@@ -20,6 +20,7 @@ from typing import Any, NoReturn, cast
 from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateNotFound, TemplateSyntaxError
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import missing
 from sqlalchemy import Connection, Select, Table, exists, select, true
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
@@ -227,9 +228,9 @@ class _Undefined(StrictUndefined):
         owner = self._undefined_obj
         if isinstance(owner, Fields):
             return f"field '{owner.path}.{self._undefined_name}' is missing"
-        if owner is not None and not isinstance(owner, type) and self._undefined_name is not None:
-            return f"'{self._undefined_name}' is undefined on {type(owner).__name__}"
-        return f"variable '{self._undefined_name}' is undefined"
+        if owner is missing:
+            return f"variable '{self._undefined_name}' is undefined"
+        return f"'{self._undefined_name}' is undefined on {type(owner).__name__}"
 
 
 class _Loader(BaseLoader):
