@@ -163,6 +163,8 @@ def _print_summary(summary: SendSummary) -> None:
     counts = ", ".join(f"{state} {n}" for state, n in sorted(summary.counts.items()) if n)
     if counts:
         out(f"Campaign {slug}: {counts}.")
+    if summary.elsewhere:
+        out(f"{summary.elsewhere} letters are in the hands of other senders that are still running.")
     if summary.interrupted:
         sys.stderr.write(f"Interrupted. Resume with: outreach send --campaign {slug}\n")
     elif summary.exit_code != 0 and not summary.dry_run:

@@ -1,0 +1,515 @@
+"""Benchmark of `outreach send` (issue 4): letters per second, CPU and peak RSS, against the peers.
+
+Scenarios, each on a fresh copy of one prepared SQLite database:
+
+- loopback: Postfix's ``smtp-sink`` on 127.0.0.1 as the server; C ``smtp-source`` (the ceiling),
+  ``outreach send`` with all its bookkeeping, and mailmerge 2.3.0 (installed into its own venv under
+  /tmp, never into the project) with the same letter;
+- 10 ms round trip with STARTTLS and AUTH: an aiosmtpd sink with TLS behind an asyncio proxy that delays
+  every chunk by 5 ms each way (smtp-sink has no TLS);
+- memory: ``outreach send`` of 100,000 letters to smtp-sink (``--large``).
+
+CPU and peak RSS are those of the sending process alone (``os.wait4``). Run::
+
+    .venv/bin/python bench/send_bench.py [--count 10000] [--large] [--write]
+
+``--write`` replaces the ``## Sending`` section of docs/performance.md with the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+MAILMERGE_VENV = Path("/tmp/outreach-bench-mailmerge")
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+
+CAMPAIGN_TOML = """\
+name = "Benchmark"
+subject = "Jeugdzorg in {{ municipality.name }}"
+text = "brief.txt.j2"
+griffie_copy = "none"
+
+[from]
+name = "Het Vergeten Kind"
+address = "brieven@hetvergetenkind.nl"
+reply_to = "brieven@hetvergetenkind.nl"
+message_domain = "hetvergetenkind.nl"
+
+[audience]
+roles = ["raadslid"]
+
+[unsubscribe]
+mailto = "afmelden@hetvergetenkind.nl"
+
+[sending]
+max_per_connection = 1000
+"""
+
+LETTER = """\
+{{ aanhef }},
+
+Wij schrijven u over de jeugdzorg in {{ municipality.name }}. Ieder jaar moeten in Nederland duizenden
+kinderen hun ouderlijk huis verlaten. Vaak gaat daar een lange periode aan vooraf waarin het gezin wel
+aan de bel trok, maar niet de steun kreeg die nodig was. Wij vragen u daarom na te vragen hoeveel
+kinderen uit uw gemeente de afgelopen jaren uit huis zijn geplaatst, en bij hoeveel van hen eerst
+gezinsondersteuning is geprobeerd.
+
+Met vriendelijke groet,
+
+Het Vergeten Kind
+"""
+
+MAILMERGE_TEMPLATE = """\
+TO: {{email}}
+SUBJECT: Jeugdzorg in {{gemeente}}
+FROM: Het Vergeten Kind <brieven@hetvergetenkind.nl>
+REPLY-TO: brieven@hetvergetenkind.nl
+
+{{aanhef}},
+
+Wij schrijven u over de jeugdzorg in {{gemeente}}. Ieder jaar moeten in Nederland duizenden
+kinderen hun ouderlijk huis verlaten. Vaak gaat daar een lange periode aan vooraf waarin het gezin wel
+aan de bel trok, maar niet de steun kreeg die nodig was. Wij vragen u daarom na te vragen hoeveel
+kinderen uit uw gemeente de afgelopen jaren uit huis zijn geplaatst, en bij hoeveel van hen eerst
+gezinsondersteuning is geprobeerd.
+
+Met vriendelijke groet,
+
+Het Vergeten Kind
+"""
+
+
+@dataclass
+class Result:
+    scenario: str
+    tool: str
+    messages: int
+    wall: float  # seconds, the whole process
+    cpu: float  # user + system seconds of the sending process
+    rss_mb: float  # peak resident set of the sending process
+    note: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.wall if self.wall else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def timed(
+    cmd: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None
+) -> tuple[float, float, float, str]:
+    """Run ``cmd``; wall seconds, CPU seconds and peak RSS (MB) of that process alone, and its stdout."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if stdin is not None and proc.stdin is not None:
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    out_chunks: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if len(out_chunks) < 200:
+            out_chunks.append(line)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {stderr[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, "".join(out_chunks)
+
+
+@contextmanager
+def background(cmd: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+@contextmanager
+def smtp_sink() -> Iterator[int]:
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    with background([SMTP_SINK, *user, f"127.0.0.1:{port}", "1000"], port):
+        yield port
+
+
+# ------------------------------------------------------------------------------------------- preparing
+
+
+def prepare(folder: Path, count: int) -> Path:
+    """A SQLite database with ``count`` raadsleden and an approved campaign; returns the file."""
+    from outreach.db import open_database
+    from outreach.letters.approval import record_approval
+    from outreach.letters.campaign import load_campaign
+    from outreach.models import Contact, Municipality, utcnow
+    from outreach.registry.keys import email_hash, email_key, office_key
+    from outreach.registry.municipalities import load_municipalities
+
+    templates = folder / "letters"
+    (templates / "bench").mkdir(parents=True)
+    (templates / "bench" / "campaign.toml").write_text(CAMPAIGN_TOML, encoding="utf-8")
+    (templates / "bench" / "brief.txt.j2").write_text(LETTER, encoding="utf-8")
+    path = folder / f"prepared-{count}.db"
+    engine = open_database(f"sqlite:///{path}")
+    load_municipalities(engine)
+    table: Any = Contact.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        municipalities = [
+            (m.id, m.cbs_code)
+            for m in conn.execute(select(Municipality.__table__.c.id, Municipality.__table__.c.cbs_code))  # type: ignore[attr-defined]
+        ]
+        now = utcnow()
+        batch: list[dict[str, Any]] = []
+        for n in range(count):
+            mid, cbs = municipalities[n % len(municipalities)]
+            address = f"raadslid{n}@{cbs.lower()}.example.nl"
+            key = email_key(address)
+            batch.append(
+                {
+                    "municipality_id": mid,
+                    "role": "raadslid",
+                    "voorletters": "J.",
+                    "achternaam": f"Jansen{n}",
+                    "email": address,
+                    "email_normalized": address,
+                    "email_key": key,
+                    "email_hash": email_hash(key),
+                    "office_key": office_key(key, cbs, "raadslid"),
+                    "sort_name": f"jansen{n}",
+                    "source": "bench",
+                    "imported_at": now,
+                    "updated_at": now,
+                    "active": True,
+                }
+            )
+            if len(batch) == 10_000:
+                conn.execute(insert(table), batch)
+                batch = []
+        if batch:
+            conn.execute(insert(table), batch)
+    record_approval(engine, load_campaign(templates, "bench"), "bench")
+    engine.dispose()
+    return path
+
+
+def letter_size(folder: Path, db: Path) -> int:
+    from outreach.db import open_database
+    from outreach.letters.campaign import load_campaign
+    from outreach.letters.compose import LetterComposer
+    from outreach.letters.ids import new_token
+    from outreach.letters.render import load_recipients
+    from outreach.models import utcnow
+
+    engine = open_database(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        recipient = load_recipients(conn, [1])[1]
+    letter = LetterComposer(load_campaign(folder / "letters", "bench")).compose(
+        recipient, token=new_token(), now=utcnow()
+    )
+    engine.dispose()
+    return len(letter.as_bytes())
+
+
+def mailmerge_files(folder: Path, count: int, port: int, security: str | None) -> list[str]:
+    MAILMERGE_VENV.parent.mkdir(exist_ok=True)
+    binary = MAILMERGE_VENV / "bin" / "mailmerge"
+    if not binary.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(MAILMERGE_VENV)], check=True)
+        subprocess.run([str(MAILMERGE_VENV / "bin" / "pip"), "install", "-q", "mailmerge==2.3.0"], check=True)
+    (folder / "mm_template.txt").write_text(MAILMERGE_TEMPLATE, encoding="utf-8")
+    with (folder / "mm_database.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["email", "gemeente", "aanhef"])
+        for n in range(count):
+            writer.writerow([f"raadslid{n}@gm{n % 342:04d}.example.nl", "Utrecht", f"Geachte heer Jansen{n}"])
+    lines = ["[smtp_server]", "host = 127.0.0.1", f"port = {port}"]
+    lines += [f"security = {security}", "username = brieven"] if security else ["security = Never"]
+    (folder / "mm_server.conf").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [
+        str(binary),
+        "--no-dry-run",
+        "--no-limit",
+        "--output-format",
+        "raw",
+        "--template",
+        str(folder / "mm_template.txt"),
+        "--database",
+        str(folder / "mm_database.csv"),
+        "--config",
+        str(folder / "mm_server.conf"),
+    ]
+
+
+def run_outreach(
+    folder: Path, prepared: Path, port: int, *, concurrency: int, tls: str = "none", ca: Path | None = None
+) -> tuple[float, float, float, str]:
+    db = folder / f"run-{time.monotonic_ns()}.db"
+    shutil.copy(prepared, db)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(folder),
+        "OUTREACH_DATABASE_URL": f"sqlite:///{db}",
+        "OUTREACH_TEMPLATES": str(folder / "letters"),
+        "OUTREACH_SMTP_HOST": "127.0.0.1",
+        "OUTREACH_SMTP_PORT": str(port),
+        "OUTREACH_SMTP_TLS": tls,
+    }
+    if ca is not None:
+        env.update(
+            OUTREACH_SMTP_CA_FILE=str(ca), OUTREACH_SMTP_USERNAME="brieven", OUTREACH_SMTP_PASSWORD="geheim"
+        )
+    cmd = [
+        str(VENV_BIN / "outreach"),
+        "send",
+        "--campaign",
+        "bench",
+        "--yes",
+        "--concurrency",
+        str(concurrency),
+    ]
+    return timed(cmd, env=env)
+
+
+def send_rate(stdout: str) -> str:
+    found = re.search(r"\(([\d,]+) letters/s\)", stdout)
+    return f"send phase {found.group(1)} letters/s" if found else ""
+
+
+# --------------------------------------------------------------------------- 10 ms round trip with TLS
+
+TLS_SINK = """
+import asyncio, ssl, sys
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+class Sink:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 OK"
+
+ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+controller = Controller(
+    Sink(), hostname="127.0.0.1", port=int(sys.argv[1]), tls_context=ctx, require_starttls=True,
+    authenticator=lambda *a: AuthResult(success=True), auth_required=True,
+)
+controller.start()
+import signal, threading
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *a: stop.set())
+stop.wait()
+controller.stop()
+"""
+
+DELAY_PROXY = """
+import asyncio, sys
+listen, upstream, delay = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+
+async def pump(reader, writer):
+    loop = asyncio.get_running_loop()
+    try:
+        while data := await reader.read(65536):
+            loop.call_later(delay, writer.write, data)
+    finally:
+        loop.call_later(delay, writer.close)
+
+async def handle(reader, writer):
+    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream)
+    await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def tls_sink_behind_delay(folder: Path, one_way_delay: float) -> Iterator[tuple[int, Path]]:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_file, key_file, ca_file = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    (folder / "tls_sink.py").write_text(TLS_SINK, encoding="utf-8")
+    (folder / "delay_proxy.py").write_text(DELAY_PROXY, encoding="utf-8")
+    sink_port, proxy_port = free_port(), free_port()
+    sink = [sys.executable, str(folder / "tls_sink.py"), str(sink_port), str(cert_file), str(key_file)]
+    proxy = [
+        sys.executable,
+        str(folder / "delay_proxy.py"),
+        str(proxy_port),
+        str(sink_port),
+        str(one_way_delay),
+    ]
+    with background(sink, sink_port), background(proxy, proxy_port):
+        yield proxy_port, ca_file
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--rtt-count", type=int, default=5_000, help="letters for outreach at 10 ms RTT")
+    parser.add_argument("--mailmerge-rtt-count", type=int, default=200, help="mailmerge is slow there")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--rtt-concurrency", type=int, default=50)
+    parser.add_argument("--large", action="store_true", help="also 100,000 letters, for peak RSS")
+    parser.add_argument("--write", action="store_true", help="update docs/performance.md")
+    args = parser.parse_args()
+
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="outreach-send-bench-") as tmp:
+        folder = Path(tmp)
+        prepared = prepare(folder, args.count)
+        size = letter_size(folder, prepared)
+        print(f"letter size {size} bytes", file=sys.stderr)
+
+        loop_name = "loopback, smtp-sink"
+        with smtp_sink() as port:
+            wall, cpu, rss, _ = timed(
+                [SMTP_SOURCE, "-s", "20", "-m", str(args.count), "-l", str(size), "-f", "a@example.org",
+                 "-t", "b@example.org", f"127.0.0.1:{port}"]
+            )  # fmt: skip
+            results.append(
+                Result(loop_name, "smtp-source (C, ceiling)", args.count, wall, cpu, rss, "20 sessions")
+            )
+            wall, cpu, rss, out = run_outreach(folder, prepared, port, concurrency=args.concurrency)
+            results.append(
+                Result(
+                    loop_name,
+                    "outreach send",
+                    args.count,
+                    wall,
+                    cpu,
+                    rss,
+                    f"--concurrency {args.concurrency}, whole process incl. startup and planning; "
+                    + send_rate(out),
+                )
+            )
+            cmd = mailmerge_files(folder, args.count, port, None)
+            wall, cpu, rss, _ = timed(cmd)
+            results.append(
+                Result(loop_name, "mailmerge 2.3.0", args.count, wall, cpu, rss, "one connection per letter")
+            )
+
+        rtt_name = "10 ms RTT, STARTTLS + AUTH, aiosmtpd"
+        with tls_sink_behind_delay(folder, 0.005) as (port, ca_file):
+            rtt_db = prepare(folder / "rtt", args.rtt_count) if args.rtt_count != args.count else prepared
+            wall, cpu, rss, out = run_outreach(
+                folder if rtt_db is prepared else folder / "rtt",
+                rtt_db,
+                port,
+                concurrency=args.rtt_concurrency,
+                tls="starttls",
+                ca=ca_file,
+            )
+            results.append(
+                Result(rtt_name, "outreach send", args.rtt_count, wall, cpu, rss,
+                       f"--concurrency {args.rtt_concurrency}; " + send_rate(out))
+            )  # fmt: skip
+            cmd = mailmerge_files(folder, args.mailmerge_rtt_count, port, "STARTTLS")
+            wall, cpu, rss, _ = timed(cmd, stdin="geheim\n")
+            count = args.mailmerge_rtt_count
+            note = "one connection per letter"
+            results.append(Result(rtt_name, "mailmerge 2.3.0", count, wall, cpu, rss, note))
+
+        if args.large:
+            large = prepare(folder / "large", 100_000)
+            with smtp_sink() as port:
+                wall, cpu, rss, out = run_outreach(
+                    folder / "large", large, port, concurrency=args.concurrency
+                )
+            results.append(
+                Result("100,000 letters, smtp-sink", "outreach send", 100_000, wall, cpu, rss, send_rate(out))
+            )
+
+    table = render(results)
+    print(table)
+    if args.write:
+        write_section(table)
+
+
+def render(results: list[Result]) -> str:
+    lines = [
+        "| scenario | sender | letters | wall s | letters/s | CPU s | peak RSS MB | note |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.scenario} | {r.tool} | {r.messages:,} | {r.wall:.1f} | {r.rate:,.0f} | {r.cpu:.1f} | "
+            f"{r.rss_mb:.0f} | {r.note} |"
+        )
+    return "\n".join(lines)
+
+
+def write_section(table: str) -> None:
+    path = REPO / "docs" / "performance.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
+    machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
+    section = (
+        "## Sending\n\n"
+        f"`bench/send_bench.py` ({machine}). Letters/s is letters divided by the wall time of the whole "
+        "process, including interpreter start-up, planning and the final bookkeeping; CPU and peak RSS are "
+        "those of the sending process alone.\n\n" + table + "\n"
+    )
+    pattern = re.compile(r"^## Sending\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
