@@ -135,9 +135,11 @@ def timed(
     cmd: list[str], *, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> tuple[float, float, float, str]:
     """Run ``cmd``; wall seconds, CPU seconds and peak RSS (MB) of that process alone, and its stdout."""
+    # GNU time measures its own child: ru_maxrss of a child forked straight from this (large) Python
+    # process would include pages it inherited before exec.
     started = time.perf_counter()
     proc = subprocess.Popen(
-        cmd,
+        ["/usr/bin/time", "-f", "@@time %M %U %S", *cmd],
         env=env,
         stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -152,13 +154,15 @@ def timed(
     for line in proc.stdout:
         if len(out_chunks) < 200:
             out_chunks.append(line)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc.wait()
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
     stderr = proc.stderr.read() if proc.stderr else ""
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {stderr[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, "".join(out_chunks)
+    found = re.search(r"@@time (\d+) ([\d.]+) ([\d.]+)", stderr)
+    assert found, stderr[-500:]
+    rss_kb, user, system = int(found.group(1)), float(found.group(2)), float(found.group(3))
+    return wall, user + system, rss_kb / 1024, "".join(out_chunks)
 
 
 @contextmanager
