@@ -218,3 +218,37 @@ def test_cli_track_commands(engine: Engine, db_url: str, runner: CliRunner) -> N
 
     optin = runner.invoke(app, [*base, "optin", "--contact", WETHOUDER, "--text", "Nieuwsbrief"])
     assert optin.exit_code == 0 and "opt-out of this address is lifted" in optin.stdout
+
+
+def _bounce_letter(db: Engine, state: DeliveryState) -> int:
+    with session_scope(db) as session:
+        campaign = add_campaign(session)
+        contact = add_contact(session, "k.smit@haarlem.nl", cbs_code="GM0392")
+        letter = add_delivery(session, campaign, contact, token="bouncepostfix234", state=state)
+        assert letter.id is not None
+        return letter.id
+
+
+def test_a_bounce_settles_a_letter_in_state_unknown(db: Engine) -> None:
+    letter = _bounce_letter(db, DeliveryState.UNKNOWN)
+    with db.begin() as conn:
+        outcome = record_inbound(
+            conn,
+            classify(mail_fixture("dsn-postfix-hard.eml")),
+            dedupe_key="imap:x/INBOX:1:1",
+            received_at=None,
+        )
+    assert outcome.failed_delivery and outcome.suppressed
+    assert _get(db, Delivery, letter).state == DeliveryState.FAILED.value
+
+
+def test_a_bounced_griffie_copy_suppresses_the_griffie_not_the_letter(db: Engine) -> None:
+    # griffie_copy = "cc": one message, one token, two recipients; only the copy bounced.
+    letter = _bounce_letter(db, DeliveryState.SENT)
+    raw = mail_fixture("dsn-postfix-hard.eml").replace(b"k.smit@haarlem.nl", b"griffie@haarlem.nl")
+    with db.begin() as conn:
+        outcome = record_inbound(conn, classify(raw), dedupe_key="imap:x/INBOX:1:2", received_at=None)
+    assert outcome.delivery_id == letter and outcome.kind is EventKind.BOUNCE
+    assert not outcome.failed_delivery and outcome.suppressed
+    assert _get(db, Delivery, letter).state == DeliveryState.SENT.value
+    assert [(s.email_key, s.reason) for s in _all(db, Suppression)] == [("griffie@haarlem.nl", "hard-bounce")]

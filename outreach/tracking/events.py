@@ -33,6 +33,9 @@ SUPPRESSION = SQLModel.metadata.tables["suppression"]
 SKIP_REASONS = {"opt-out": "opted out", "hard-bounce": "hard bounce"}
 MANUAL_KINDS = (EventKind.REPLY, EventKind.OPT_IN, EventKind.OPT_OUT, EventKind.NOTE)
 CLOCK_SKEW = timedelta(days=1)
+# States a letter can be in when its bounce arrives: "unknown" (the connection died after DATA) is
+# settled by the bounce.
+BOUNCEABLE = (DeliveryState.SENT.value, DeliveryState.UNKNOWN.value)
 TEXT_LIMIT = 2000  # a note or summary, never a whole letter
 
 
@@ -311,13 +314,18 @@ def record_inbound(
     kind = inbound.kind
     delivery = delivery_by_tokens(conn, inbound.tokens)
     address: str | None = None  # whose address a bounce or opt-out is about
+    copy_bounced = False
     summary = inbound.summary
 
     if kind is EventKind.BOUNCE:
         for bounce in inbound.bounces:
             if delivery is None and bounce.recipient:
                 delivery = latest_delivery_for(conn, bounce.recipient)
-        address = delivery.email_key if delivery and delivery.email_key else _bounced_address(inbound)
+        bounced = _bounced_address(inbound)
+        address = bounced or (delivery.email_key if delivery else None)
+        # A letter with griffie_copy = "cc" has two recipients under one token: when the copy bounces,
+        # the griffie's address is suppressed but the letter to the contact did not fail.
+        copy_bounced = bool(delivery and delivery.email_key and bounced and bounced != delivery.email_key)
         if delivery is None and not (address and contact_ids_for(conn, address)):
             kind, summary = EventKind.UNMATCHED, f"bounce: {inbound.summary}"
     elif kind in (EventKind.AUTO_REPLY, EventKind.OPT_OUT):
@@ -341,6 +349,7 @@ def record_inbound(
                 contact_id = ids[0]
                 break
     hard = kind is EventKind.BOUNCE and inbound.hard_bounce
+    fails_letter = hard and not copy_bounced
     values: dict[str, Any] = {
         "kind": kind.value,
         "contact_id": contact_id,
@@ -358,7 +367,11 @@ def record_inbound(
     event_id = insert_event(conn, values)
     suppressed = failed = False
     if event_id is not None:
-        if hard and delivery is not None and delivery.state in (DeliveryState.SENT, DeliveryState.UNKNOWN):
+        if (
+            fails_letter
+            and delivery is not None
+            and delivery.state in (DeliveryState.SENT, DeliveryState.UNKNOWN)
+        ):
             conn.execute(
                 update(DELIVERY)
                 .where(DELIVERY.c.id == delivery.id)
