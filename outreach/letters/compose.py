@@ -22,7 +22,7 @@ import mimetypes
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.header import Header, decode_header
+from email.header import decode_header
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
 from functools import cached_property
@@ -78,13 +78,32 @@ def _fold_ascii(name: str, value: str) -> str:
     return "\r\n".join(out) + "\r\n"
 
 
+def encoded_words(text: str, first_room: int) -> str:
+    """``text`` as RFC 2047 base64 encoded words, folded with CRLF SP between them.
+
+    ``email.header.Header`` does the same but costs ~0.5 ms per value (it measures every candidate split
+    character by character); this cuts the UTF-8 at character boundaries into chunks of at most 45 bytes,
+    which keeps every encoded word within the 75 characters RFC 2047 section 2 allows, and the first
+    chunk small enough that the first line stays within 78 columns.
+    """
+    data = text.encode("utf-8")
+    words: list[str] = []
+    start, limit = 0, max(3, min(45, (first_room - 12) // 4 * 3))
+    while start < len(data):
+        end = min(start + limit, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # never split a UTF-8 sequence
+            end -= 1
+        words.append(f"=?utf-8?b?{binascii.b2a_base64(data[start:end], newline=False).decode('ascii')}?=")
+        start, limit = end, 45
+    return "\r\n ".join(words)
+
+
 def header_line(name: str, value: str, *, where: str = "") -> str:
     """One header field, RFC 2047-encoded when ``value`` is not ASCII, folded, ending in CRLF."""
     check_header_value(name, value, where=where)
     if value.isascii():
         return _fold_ascii(name, value)
-    encoded = Header(value, "utf-8", header_name=name, maxlinelen=_MAX_LINE).encode(linesep="\r\n")
-    return f"{name}: {encoded}\r\n"
+    return f"{name}: {encoded_words(value, _MAX_LINE - len(name) - 2)}\r\n"
 
 
 def _ascii_address(address: str, where: str) -> str:
@@ -113,8 +132,7 @@ def address_header(name: str, display: str, address: str, *, where: str = "") ->
         if not _ATEXT_RE.match(display) or "." in display:
             display = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return _fold_ascii(name, f"{display} <{addr}>")
-    encoded = Header(display, "utf-8", header_name=name, maxlinelen=_MAX_LINE).encode(linesep="\r\n")
-    return f"{name}: {encoded}\r\n <{addr}>\r\n"
+    return f"{name}: {encoded_words(display, _MAX_LINE - len(name) - 2)}\r\n <{addr}>\r\n"
 
 
 def _qp(text: str) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any, NoReturn, cast
 from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateNotFound, TemplateSyntaxError
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from jinja2.utils import missing
+from jinja2.utils import concat, missing
 from sqlalchemy import Connection, Select, Table, exists, select, true
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
@@ -282,13 +282,19 @@ class RenderedLetter:
     unsubscribe_url: str | None = None
 
 
-def _template_line(tb: TracebackType | None, filename: str) -> int | None:
-    line = None
+def _template_position(tb: TracebackType | None, template: Template) -> tuple[str, int | None]:
+    """Template name and source line of the innermost template frame of a traceback.
+
+    Frames of compiled template code carry their Template in ``__jinja_template__``, which maps the
+    Python line back to the template line (what Template.render's traceback rewriting does, too).
+    """
+    name, line = template.name or "?", None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            line = tb.tb_lineno
+        owner = tb.tb_frame.f_globals.get("__jinja_template__")
+        if isinstance(owner, Template):
+            name, line = owner.name or name, owner.get_corresponding_lineno(tb.tb_lineno)
         tb = tb.tb_next
-    return line
+    return name, line
 
 
 class CampaignTemplates:
@@ -317,6 +323,7 @@ class CampaignTemplates:
             if privacy.notice and self.html is not None
             else None
         )
+        self._globals = dict(self._text_env.globals)
         self._campaign_fields = Fields(
             "campaign",
             {
@@ -340,8 +347,7 @@ class CampaignTemplates:
             raise TemplateError(f"campaign {self.campaign.slug}: template {exc.name!r} not found") from exc
 
     def _fail(self, exc: Exception, template: Template, recipient: Recipient) -> NoReturn:
-        name = template.name or "?"
-        line = _template_line(exc.__traceback__, template.filename or name)
+        name, line = _template_position(exc.__traceback__, template)
         where = f"{name}:{line}" if line else name
         detail = exc.message if isinstance(exc, JinjaTemplateError) and exc.message else str(exc)
         raise TemplateError(
@@ -350,7 +356,9 @@ class CampaignTemplates:
 
     def _render(self, template: Template, context: dict[str, Any], recipient: Recipient) -> str:
         try:
-            return template.render(context)
+            # Template.render() copies the context and merges the globals for every call; the context
+            # here already holds them (see context()), so it is handed over as is, five times per letter.
+            return concat(template.root_render_func(template.new_context(context, shared=True)))
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
             self._fail(exc, template, recipient)
 
@@ -368,7 +376,7 @@ class CampaignTemplates:
         )
         mailto_address = campaign.unsubscribe_mailto
         mailto = f"mailto:{mailto_address}?subject=afmelden%20{token}" if mailto_address else None
-        context: dict[str, Any] = {
+        context: dict[str, Any] = self._globals | {
             "contact": Fields(
                 "contact",
                 {
