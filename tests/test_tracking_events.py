@@ -102,7 +102,7 @@ def test_opt_out_suppresses_at_once_and_skips_unsent_letters_of_every_campaign(d
     assert (suppression.reason, suppression.source) == ("opt-out", "manual")
     for name in ("pending", "deferred"):
         delivery = _get(db, Delivery, ids[name])
-        assert (delivery.state, delivery.skip_reason) == ("skipped", "opted out")
+        assert (delivery.state, delivery.skip_reason) == ("skipped", "suppressed: opt-out")
     assert _get(db, Delivery, ids["sent"]).state == "sent"  # what went out stays sent
     assert _get(db, Delivery, ids["colleague"]).state == "pending"  # nobody else is touched
 

@@ -69,7 +69,7 @@ def _print_tracked(result: TrackResult) -> None:
         state = "now suppressed" if result.suppressed else "was already suppressed"
         typer.echo(f"The address {state}: no campaign will write to it again.")
         if result.skipped:
-            typer.echo(f"{result.skipped} letter(s) not yet sent to it are skipped (opted out).")
+            typer.echo(f"{result.skipped} letter(s) not yet sent to it are skipped.")
     if result.lifted:
         typer.echo("The earlier opt-out of this address is lifted.")
 

@@ -18,6 +18,7 @@ from outreach.db import dialect_insert
 from outreach.errors import NotFoundError, UsageError
 from outreach.models import DeliveryState, EventKind, utcnow
 from outreach.registry.keys import email_hash, email_key
+from outreach.sending.plan import SKIP_SUPPRESSED
 from outreach.tracking.classify import InboundMessage, to_summary_line
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,9 @@ DELIVERY = SQLModel.metadata.tables["delivery"]
 EVENT = SQLModel.metadata.tables["event"]
 SUPPRESSION = SQLModel.metadata.tables["suppression"]
 
-# Delivery.skip_reason written when a response stops letters that have not gone out yet; the sender
-# reports them as "skipped: opted out".
-SKIP_REASONS = {"opt-out": "opted out", "hard-bounce": "hard bounce"}
+# Delivery.skip_reason written when a response stops letters that have not gone out yet: the same words
+# planning writes for a suppressed contact ("suppressed: opt-out"), so `outreach status` shows one reason.
+SKIP_REASONS = {reason: f"{SKIP_SUPPRESSED}: {reason}" for reason in ("opt-out", "hard-bounce")}
 MANUAL_KINDS = (EventKind.REPLY, EventKind.OPT_IN, EventKind.OPT_OUT, EventKind.NOTE)
 CLOCK_SKEW = timedelta(days=1)
 # States a letter can be in when its bounce arrives: "unknown" (the connection died after DATA) is
