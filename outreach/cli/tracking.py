@@ -34,23 +34,32 @@ class GroupBy(StrEnum):
 
 
 ContactOption = Annotated[
-    str, typer.Option("--contact", help="The person's e-mail address (any capitalisation).")
+    str, typer.Option("--contact", metavar="EMAIL", help="The person's e-mail address (any capitalisation).")
 ]
 CampaignOption = Annotated[
     str | None,
-    typer.Option("--campaign", help="The campaign the response belongs to (default: the last letter sent)."),
+    typer.Option(
+        "--campaign",
+        metavar="SLUG",
+        help="The campaign the response belongs to (default: the last letter sent).",
+    ),
 ]
 AtOption = Annotated[
     datetime | None,
     typer.Option(
         "--at",
+        metavar="DATETIME",
         help="When it happened, local time (default: now), e.g. 2026-03-12 or '2026-03-12 14:30'.",
         formats=["%Y-%m-%d", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"],
     ),
 ]
 UnmatchedOption = Annotated[
     int | None,
-    typer.Option("--unmatched", help="Attach this unmatched inbox message (see `outreach inbox unmatched`)."),
+    typer.Option(
+        "--unmatched",
+        metavar="ID",
+        help="Attach this unmatched inbox message (see `outreach inbox unmatched`).",
+    ),
 ]
 
 
@@ -81,7 +90,11 @@ def _track_command(kind: EventKind, doc: str) -> Callable[..., None]:
         campaign: CampaignOption = None,
         text: Annotated[
             str | None,
-            typer.Option("--text", help="What was said or asked for, in a sentence (kept, never a letter)."),
+            typer.Option(
+                "--text",
+                metavar="TEXT",
+                help="What was said or asked for, in a sentence (kept, never a letter).",
+            ),
         ] = None,
         at: AtOption = None,
         unmatched: UnmatchedOption = None,
@@ -197,7 +210,7 @@ def unmatched_command(
 
 def report_command(
     ctx: typer.Context,
-    campaign: Annotated[str, typer.Option("--campaign", help="The campaign's folder name.")],
+    campaign: Annotated[str, typer.Option("--campaign", metavar="SLUG", help="The campaign's folder name.")],
     by: Annotated[
         GroupBy | None, typer.Option("--by", help="One row per role, party, province or municipality.")
     ] = None,
@@ -295,6 +308,7 @@ def purge_command(
         datetime,
         typer.Option(
             "--ended-before",
+            metavar="DATE",
             help="Erase contacts whose term ended before this date (YYYY-MM-DD).",
             formats=["%Y-%m-%d"],
         ),
