@@ -41,17 +41,20 @@ class AddressChecker:
         """email-validator's normalised form of ``address`` (no DNS), or ``InvalidAddress``."""
         local, at, domain = address.rpartition("@")
         if at and local and DOT_ATOM_TEXT.match(local):
-            known = self._domain(domain)
+            known = self._domains.get(domain) if domain in self._domains else self._domain(domain)
             if known is not None:
                 if local.lower() in _CASE_INSENSITIVE:
                     local = local.lower()  # RFC 2142 mailbox names, as email-validator does
                 normalized = f"{local}@{known.domain}"
-                ascii_form = f"{local}@{known.ascii_domain}"
-                if (
-                    len(address.encode()) <= EMAIL_MAX_LENGTH
-                    and len(normalized.encode()) <= EMAIL_MAX_LENGTH
-                    and len(ascii_form) <= EMAIL_MAX_LENGTH
-                ):
+                if address.isascii() and known.domain.isascii():
+                    fits = len(address) <= EMAIL_MAX_LENGTH  # normalising only lower-cased the domain
+                else:
+                    fits = (
+                        len(address.encode()) <= EMAIL_MAX_LENGTH
+                        and len(normalized.encode()) <= EMAIL_MAX_LENGTH
+                        and len(f"{local}@{known.ascii_domain}") <= EMAIL_MAX_LENGTH
+                    )
+                if fits:
                     return normalized
         return self._full(address)
 

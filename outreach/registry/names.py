@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
 
@@ -101,6 +102,7 @@ class NameParts:
     aanspreekvorm: str | None = None  # only when the name itself says "dhr." or "mevr."
 
 
+@lru_cache(maxsize=8192)
 def normalize_voorletters(text: str) -> str:
     """ "HJ", "H. J." and "H.J" become "H.J."; anything not made of initials is kept as given."""
     compact = text.replace(" ", "")
@@ -109,6 +111,7 @@ def normalize_voorletters(text: str) -> str:
     return "".join(f"{piece}." for piece in _INITIAL_PIECES.findall(compact))
 
 
+@lru_cache(maxsize=1024)
 def normalize_tussenvoegsel(text: str) -> str:
     """Lower case ("Van der" -> "van der") when made of known particles, as given otherwise."""
     words = text.translate(_APOSTROPHES).split()

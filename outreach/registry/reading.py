@@ -162,8 +162,10 @@ def _open_csv(path: Path, size: int, encoding: str, stack: ExitStack) -> Table:
     delimiter = _sniff_delimiter(sample)
     text.seek(0)
     reader = csv.reader(text, delimiter=delimiter)
-    records = _numbered(reader, path)
+    numbered = _Records(reader, path, delimiter)
+    records = iter(numbered)
     header_row, headers = _find_header(records, str(path))
+    numbered.width = len(headers)
     columns = map_columns(headers, where=f"{path}:{header_row}")
 
     def progress() -> float:
@@ -177,43 +179,51 @@ def _open_csv(path: Path, size: int, encoding: str, stack: ExitStack) -> Table:
         sheet=None,
         header_row=header_row,
         columns=columns,
-        rows=_guard_unclosed_quote(records, path, len(headers)),
+        rows=records,
         progress=progress,
     )
 
 
-def _numbered(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, Cells]]:
-    number = 0
-    try:
-        for record in reader:
-            number += 1
-            yield number, record
-    except csv.Error as exc:
-        raise ImportFileError(f"{path}:{number + 1}: cannot read CSV: {exc}") from None
+class _Records:
+    """CSV records with their row numbers. Holds one record back: the last one is checked for a quote
+    that was never closed before it is handed out."""
 
+    def __init__(self, reader: Iterator[list[str]], path: Path, delimiter: str) -> None:
+        self._reader = reader
+        self._path = path
+        self._delimiter = delimiter
+        self.width = 0  # fields in the header, once found
 
-def _guard_unclosed_quote(
-    records: Iterator[tuple[int, Cells]], path: Path, width: int
-) -> Iterator[tuple[int, Cells]]:
-    # Python's csv reader, like Excel, reads an unclosed quote to the end of the file as one field. A
-    # genuine multi-line field ends with its closing quote; one that swallowed the rest of the file
-    # holds line breaks followed by further delimiters and rows.
-    for number, cells in records:
+    def __iter__(self) -> Iterator[tuple[int, Cells]]:
+        number = 0
+        pending: tuple[int, Cells] | None = None
+        try:
+            for record in self._reader:
+                number += 1
+                if pending is not None:
+                    yield pending
+                pending = (number, record)
+        except csv.Error as exc:
+            raise ImportFileError(f"{self._path}:{number + 1}: cannot read CSV: {exc}") from None
+        if pending is not None:
+            self._check_unclosed_quote(*pending)
+            yield pending
+
+    def _check_unclosed_quote(self, number: int, cells: Cells) -> None:
+        # Python's csv reader, like Excel, reads an unclosed quote to the end of the file as one field,
+        # so such a field is always in the last record. A genuine multi-line field (an address) ends
+        # with its closing quote; one that swallowed the rest of the file holds further rows.
+        needed = max(2, self.width - 2)
         for index, cell in enumerate(cells):
-            if ("\n" in cell or "\r" in cell) and _looks_like_rows(cell, width):
+            if "\n" not in cell and "\r" not in cell:
+                continue
+            lines = cell.splitlines()[1:]
+            if any(line.count(self._delimiter) >= needed for line in lines):
                 raise ImportFileError(
-                    f"{path}:{number}:{column_letter(index)}: a quote opened here is never closed, so the "
-                    "rest of the file reads as one field",
+                    f"{self._path}:{number}:{column_letter(index)}: a quote opened here is never closed, "
+                    "so the rest of the file reads as one field",
                     hint="close the quote or remove it, then import again",
                 )
-        yield number, cells
-
-
-def _looks_like_rows(cell: str, width: int) -> bool:
-    lines = [line for line in cell.splitlines() if line.strip()]
-    if len(lines) < 2 or width < 3:
-        return False
-    return sum(1 for line in lines[1:] if max(line.count(d) for d in DELIMITERS) >= width - 1) >= 1
 
 
 def _find_header(records: Iterator[tuple[int, Cells]], where: str) -> tuple[int, Cells]:

@@ -26,7 +26,11 @@ def control_character(value: str) -> str | None:
 
 def clean(value: str) -> str:
     """Trimmed, inner whitespace (also the no-break spaces of web pages) collapsed to one space."""
-    return " ".join(value.split())
+    text = value.strip()
+    # isprintable() is False for every separator but the ASCII space: the rare cell that needs work.
+    if "  " in text or not text.isprintable():
+        return " ".join(text.split())
+    return text
 
 
 # (spellings after fold(), role); matched at the start of the Functie cell, longest first.
