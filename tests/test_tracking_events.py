@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlalchemy import Engine
+from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from outreach.cli import app
@@ -66,7 +66,7 @@ def _get(engine: Engine, model: Any, ident: int) -> Any:
 
 def _all(engine: Engine, model: Any) -> list[Any]:
     with Session(engine) as session:
-        return list(session.exec(select(model).order_by(model.id)).scalars())  # type: ignore[call-overload]
+        return list(session.exec(select(model).order_by(model.id)).all())
 
 
 def test_reply_goes_on_the_letter_of_the_campaign(db: Engine) -> None:

@@ -7,8 +7,8 @@ import json
 from datetime import datetime
 
 import pytest
-from sqlalchemy import Engine, func, select
-from sqlmodel import Session
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from outreach.cli import app
@@ -27,21 +27,21 @@ ALL_MESSAGES = sorted([*LETTERS, "unrelated.eml"])
 
 def _events(engine: Engine) -> list[Event]:
     with Session(engine) as session:
-        return list(session.exec(select(Event).order_by(Event.id)).scalars())  # type: ignore[call-overload]
+        return list(session.exec(select(Event).order_by(col(Event.id))).all())
 
 
 def _by_delivery(engine: Engine) -> dict[int | None, Event]:
     return {e.delivery_id: e for e in _events(engine)}
 
 
-def _deliveries(engine: Engine) -> dict[int, Delivery]:
+def _deliveries(engine: Engine) -> dict[int | None, Delivery]:
     with Session(engine) as session:
-        return {d.id: d for d in session.exec(select(Delivery)).scalars()}  # type: ignore[call-overload]
+        return {d.id: d for d in session.exec(select(Delivery)).all()}
 
 
 def _suppressions(engine: Engine) -> dict[str | None, str]:
     with Session(engine) as session:
-        rows = session.exec(select(Suppression)).scalars()  # type: ignore[call-overload]
+        rows = session.exec(select(Suppression)).all()
         return {s.email_key: s.reason for s in rows}
 
 
@@ -117,7 +117,7 @@ def test_a_second_sync_adds_nothing_and_reads_only_new_mail(engine: Engine, mail
     assert [(f.new_messages, f.recorded) for f in third.folders] == [(1, 1)]
     assert [e.kind for e in third.events] == [EventKind.AUTO_REPLY]
     with Session(engine) as session:
-        cursor = session.exec(select(InboxCursor)).scalars().one()  # type: ignore[call-overload]
+        cursor = session.exec(select(InboxCursor)).one()
     assert cursor.mailbox == f"{mailbox.username}@127.0.0.1/INBOX"
     assert cursor.last_uid == 3
     assert [e.dedupe_key for e in _events(engine)][-1] == f"imap:{cursor.mailbox}:{cursor.uidvalidity}:3"
@@ -238,12 +238,12 @@ def test_cli_inbox_sync_and_unmatched(
     assert "From: lotte.hermans@ziggo.nl; Subject: Vraag over vrijwilligerswerk" in listed.stdout
 
     with Session(engine) as session:
-        count = session.exec(select(func.count()).select_from(Suppression)).one()  # type: ignore[call-overload]
-        assert count[0] == 4
+        count = session.exec(select(func.count()).select_from(Suppression)).one()
+        assert count == 4
         key_hash = session.exec(
-            select(Suppression.key_hash).where(Suppression.email_key == "e.vandam@groningen.nl")  # type: ignore[call-overload]
+            select(Suppression.key_hash).where(Suppression.email_key == "e.vandam@groningen.nl")
         ).one()
-    assert key_hash[0] == email_hash("e.vandam@groningen.nl")
+    assert key_hash == email_hash("e.vandam@groningen.nl")
 
 
 def test_cli_sync_without_settings_is_a_clear_error(db_url: str, runner: CliRunner) -> None:

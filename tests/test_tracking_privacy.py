@@ -8,8 +8,8 @@ from datetime import date
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
-from sqlmodel import Session
+from sqlalchemy import Engine
+from sqlmodel import Session, SQLModel, select
 from typer.testing import CliRunner
 
 from outreach.cli import app
@@ -24,6 +24,7 @@ from outreach.tracking.report import campaign_report
 from tests.factories import add_contact, load_reference
 from tests.fixtures_tracking import add_campaign, add_delivery
 
+CONTACT = SQLModel.metadata.tables["contact"]
 PERSON = "p.devries@utrecht.nl"
 COLLEAGUE = "j.bakker@utrecht.nl"
 
@@ -69,7 +70,7 @@ def seed(engine: Engine) -> dict[str, int]:
 
 def _all(engine: Engine, model: Any) -> list[Any]:
     with Session(engine) as session:
-        return list(session.exec(select(model).order_by(model.id)).scalars())  # type: ignore[call-overload]
+        return list(session.exec(select(model).order_by(model.id)).all())
 
 
 def test_export_holds_everything_on_the_person(db: Engine) -> None:
@@ -136,7 +137,7 @@ def test_deleting_a_contact_sets_its_letters_contact_to_null(db: Engine) -> None
     # The foreign key is ON DELETE SET NULL; SQLite honours it only with PRAGMA foreign_keys=ON.
     ids = seed(db)
     with db.begin() as conn:
-        conn.execute(Contact.__table__.delete().where(Contact.__table__.c.id == ids["wethouder"]))  # type: ignore[attr-defined]
+        conn.execute(CONTACT.delete().where(CONTACT.c.id == ids["wethouder"]))
     assert {d.id: d.contact_id for d in _all(db, Delivery)}[ids["letter"]] is None
 
 
