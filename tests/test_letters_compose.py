@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from outreach.errors import AddressError, HeaderInjectionError
+from outreach.errors import AddressError, CampaignError, HeaderInjectionError
 from outreach.letters.campaign import CampaignConfig, load_campaign
-from outreach.letters.compose import ComposedLetter, LetterComposer, check_header_value
+from outreach.letters.compose import ComposedLetter, LetterComposer, check_header_value, header_line
 from outreach.letters.render import Recipient, load_recipients
 from tests.factories import add_contact
 from tests.fixtures_letters import MINIMAL_TOML, NOW, TEMPLATES, CampaignWriter
@@ -115,7 +115,7 @@ def test_2026_letter_text(registry: Engine, campaign_2026: CampaignConfig) -> No
     assert text.startswith("Maandag 26 januari 2026\n\nGeachte mevrouw Van Dijk,\n")
     assert "als raadslid voor D66" in text
     assert "PS Een kopie van deze brief sturen wij aan de griffie van\nUtrecht" in text
-    assert "omdat u lid bent van de gemeenteraad van Utrecht" in text  # privacy notice
+    assert "omdat u\nlid bent van de gemeenteraad van Utrecht." in text  # privacy notice
     assert "gerechtvaardigd belang" in text and '"afmelden"' in text
     html = html_of(message)
     assert "Geachte mevrouw Van Dijk," in html
@@ -289,12 +289,35 @@ def test_an_encoded_word_without_control_characters_is_allowed() -> None:
     check_header_value("Subject", "=?utf-8?q?caf=C3=A9?= is fine")
 
 
+@pytest.mark.parametrize(
+    "value", ["=?iso-8859-1?q?x=0Dy?=", "Beste =?UTF-8?B?YQpi?= lezer", "=?utf-8?Q?a=00?="]
+)
+def test_encoded_control_characters_in_any_charset_or_case_are_rejected(value: str) -> None:
+    with pytest.raises(HeaderInjectionError):
+        check_header_value("Subject", value)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Één brief over jeugdzorg in Súdwest-Fryslân, Noardeast-Fryslân en De Fryske Marren — met bijlage",
+        "ë" * 200,
+        "Zorg 🧒 voor kinderen in 's-Hertogenbosch: één vraag aan het college " * 3,
+    ],
+)
+def test_long_non_ascii_subjects_fold_into_valid_encoded_words(subject: str) -> None:
+    line = header_line("Subject", subject)
+    physical = line.split("\r\n")[:-1]
+    assert all(len(p) <= 78 for p in physical)
+    assert all(len(word) <= 75 for p in physical for word in p.split() if word.startswith("=?"))
+    message = email.message_from_bytes(line.encode("ascii") + b"\r\nbody\r\n", policy=email.policy.default)
+    assert message["Subject"] == subject
+
+
 def test_attachment_file_name_with_a_control_character_is_rejected(write_campaign: CampaignWriter) -> None:
     toml = MINIMAL_TOML.replace(
         'name = "Testbrief"', 'name = "Testbrief"\nattachments = ["bijlage\\r\\nX-Evil: 1.pdf"]'
     )
-    from outreach.errors import CampaignError
-
     with pytest.raises(CampaignError, match="control character"):
         write_campaign(toml=toml, files={"bijlage\r\nX-Evil: 1.pdf": b"%PDF-1.4\n"})
 

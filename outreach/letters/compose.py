@@ -22,6 +22,7 @@ import mimetypes
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
@@ -34,26 +35,29 @@ from outreach.letters.ids import message_id
 from outreach.letters.render import CampaignTemplates, Recipient, RenderedLetter
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+_CONTROL_BYTES_RE = re.compile(rb"[\x00-\x1f\x7f]")
 _ENCODED_WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _ATEXT_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*$")
 _MAX_LINE = 78  # RFC 5322 2.1.1: SHOULD be no more than 78 characters
 
 
+def _hides_control_character(value: str) -> bool:
+    """Whether an RFC 2047 encoded word in ``value`` decodes to a control character (or cannot be
+    decoded at all: a malformed encoded word has no business in a letter either)."""
+    for word in _ENCODED_WORD_RE.findall(value):
+        try:
+            parts = decode_header(word)
+        except (ValueError, LookupError, binascii.Error, HeaderParseError):
+            return True
+        decoded = b"".join(part if isinstance(part, bytes) else part.encode("utf-8") for part, _ in parts)
+        if _CONTROL_BYTES_RE.search(decoded):
+            return True
+    return False
+
+
 def check_header_value(name: str, value: str, *, where: str = "") -> None:
     """Raise HeaderInjectionError if ``value`` has a control character, also inside an encoded word."""
-    problem = _CONTROL_RE.search(value)
-    if problem is None and "=?" in value:
-        for word in _ENCODED_WORD_RE.findall(value):
-            try:
-                decoded = b"".join(
-                    part if isinstance(part, bytes) else part.encode() for part, _ in decode_header(word)
-                )
-            except (ValueError, LookupError, binascii.Error):
-                continue
-            if re.search(rb"[\x00-\x1f\x7f]", decoded):
-                problem = re.search(r"=\?", value)
-                break
-    if problem is not None:
+    if _CONTROL_RE.search(value) or ("=?" in value and _hides_control_character(value)):
         prefix = f"{where}: " if where else ""
         raise HeaderInjectionError(
             f"{prefix}{name} header value {value[:60]!r} contains a control character (line break, NUL, ...)"

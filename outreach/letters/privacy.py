@@ -15,7 +15,7 @@ _WHY: dict[str, str] = {
     Role.BURGEMEESTER: "burgemeester bent van {gemeente}",
     Role.LOCO_BURGEMEESTER: "loco-burgemeester bent van {gemeente}",
     Role.GRIFFIER: "griffier bent van de gemeenteraad van {gemeente}",
-    Role.GRIFFIE: "de griffie bent van de gemeenteraad van {gemeente}, het officiële kanaal naar de raad",
+    Role.GRIFFIE: "de griffie bent van de gemeenteraad van {gemeente}",
     Role.BURGERRAADSLID: "burgerraadslid bent in {gemeente}",
     Role.COMMISSIELID: "lid bent van een raadscommissie in {gemeente}",
     Role.FRACTIEASSISTENT: "fractieassistent bent in de gemeenteraad van {gemeente}",
@@ -34,15 +34,20 @@ def why_phrase(role: str, municipality: str | None) -> str:
 
 PRIVACY_TEXT = """\
 Waarom ontvangt u dit bericht?
-Dit bericht komt van {{ campaign.from_name }}. U ontvangt het omdat u {{ privacy.why }}.
-{% if copy %}Als griffie ontvangt u een kopie, zodat de brief ook via het officiële kanaal bij de raad ligt.
-{% endif %}\
-Uw e-mailadres komt uit {{ privacy.address_source }}. Wij gebruiken het alleen om u te schrijven
-over kinderen in de jeugdzorg, op grond van ons gerechtvaardigd belang (artikel 6, lid 1, onder f
-AVG), en geven het aan niemand door. U kunt daartegen bezwaar maken: antwoord op dit bericht met
-"afmelden"\
+Dit bericht komt van {{ campaign.from_name }}. U ontvangt het omdat u
+{{ privacy.why }}.
+{% if copy %}
+Als griffie ontvangt u een kopie, zodat de brief ook via het officiële
+kanaal bij de raad ligt.
+{% endif %}
+Uw e-mailadres komt uit
+{{ privacy.address_source }}.
+Wij gebruiken het alleen om u te schrijven over kinderen in de jeugdzorg,
+op grond van ons gerechtvaardigd belang (artikel 6, lid 1, onder f AVG),
+en geven het aan niemand door. U kunt daartegen bezwaar maken: antwoord op
+dit bericht met "afmelden"\
 {% if unsubscribe_url %} of gebruik {{ unsubscribe_url }}{% endif %}\
-{% if unsubscribe_mailto %} of mail naar {{ unsubscribe_address }}{% endif %}. \
+{% if unsubscribe_mailto %} of mail naar {{ unsubscribe_address }}{% endif %}.
 Wij schrijven u daarna niet meer.
 """
 

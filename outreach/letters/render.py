@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, cast
@@ -65,8 +66,9 @@ class Recipient:
     suppressed: str | None = None  # the suppression reason ("opt-out", "hard-bounce", ...), or None
     email_problem: str | None = None  # why the address cannot be used, or None
 
-    @property
+    @cached_property
     def name(self) -> str:
+        """The display name for the To line; computed once (the dataclass is frozen, not slotted)."""
         return display_name(
             role=self.role,
             voornaam=self.voornaam,
