@@ -14,8 +14,11 @@ from outreach.letters.render import table
 from outreach.models import Contact, Municipality, Role
 
 
-def _municipality_filter(audience: Audience) -> ColumnElement[bool] | None:
-    """Condition on Municipality rows for the provinces and municipalities of the audience."""
+def municipality_filter(audience: Audience) -> ColumnElement[bool] | None:
+    """Condition on Municipality rows for the provinces and municipalities of the audience (None: all).
+
+    Also used by reports to count coverage over the same municipalities the campaign addressed.
+    """
     m = table(Municipality).c
     conditions: list[ColumnElement[bool]] = []
     if audience.provinces:
@@ -58,7 +61,7 @@ def _audience_condition(contact: FromClause, audience: Audience) -> ColumnElemen
     """The WHERE clause selecting the audience among rows of ``contact`` (the table or an alias of it)."""
     c = contact.c
     conditions: list[ColumnElement[bool]] = [c.active == true(), c.role.in_(audience.roles)]
-    municipality = _municipality_filter(audience)
+    municipality = municipality_filter(audience)
     if municipality is not None:
         conditions.append(c.municipality_id.in_(select(table(Municipality).c.id).where(municipality)))
     if audience.parties:
@@ -94,3 +97,7 @@ def audience_contact_ids(campaign: CampaignConfig) -> Select[int]:
             ),
         )
     return select(contact.c.id).where(condition)
+
+
+# The report module imported this under its first, private name.
+_municipality_filter = municipality_filter
