@@ -195,3 +195,42 @@ def test_dates_are_naive_utc() -> None:
 )
 def test_unsubscribe_address_key(mailto: str, key: str | None) -> None:
     assert unsubscribe_address_key(mailto) == key
+
+
+def reply(body: str) -> bytes:
+    return message(
+        "Subject: RE: Gezinshulp eerst\nIn-Reply-To: <unsubscribe23456@hetvergetenkind.nl>\n"
+        "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8",
+        body,
+    )
+
+
+DISCLAIMER = (
+    "Dit bericht is uitsluitend bestemd voor de geadresseerde. Als dit bericht niet voor u bestemd is, "
+    "wordt u verzocht de afzender hiervan op de hoogte te stellen en het bericht te verwijderen. " * 2
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        # The privacy notice: "antwoord op dit bericht met 'afmelden'".
+        ("afmelden\n\n> Geachte heer,\n> Eén op de zeven kinderen ...\n", EventKind.OPT_OUT),
+        (
+            f"Beste,\n\nGraag afmelden.\n\nMet vriendelijke groet,\nJan de Vries\n{DISCLAIMER}",
+            EventKind.OPT_OUT,
+        ),
+        ("Ik wil niet langer post ontvangen, graag afmelden.", EventKind.OPT_OUT),
+        ("Ik wil me zeker niet afmelden, dank voor de brief!", EventKind.REPLY),
+        (
+            "Geachte mevrouw Ende, dank voor uw brief. In de commissie Samenleving bespreken wij in "
+            "april het jeugdbeleid; ik neem uw handreiking mee. Over het afmelden van kinderen bij de "
+            "jeugdhulp als de wachtlijst te lang is, hebben wij eerder vragen gesteld.",
+            EventKind.REPLY,
+        ),
+    ],
+)
+def test_a_short_reply_asking_to_unsubscribe_is_an_opt_out(body: str, kind: EventKind) -> None:
+    inbound = classify(reply(body))
+    assert inbound.kind is kind, inbound.reason
+    assert inbound.tokens == ("unsubscribe23456",)

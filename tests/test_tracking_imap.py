@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func
@@ -16,8 +18,9 @@ from outreach.errors import ConfigError, ImapError
 from outreach.models import Delivery, DeliveryState, Event, EventKind, InboxCursor, Suppression
 from outreach.registry.keys import email_hash
 from outreach.tracking.classify import ClassifyOptions
-from outreach.tracking.imap_sync import sync_inbox
+from outreach.tracking.imap_sync import sync_inbox, unsubscribe_addresses
 from outreach.tracking.report import campaign_report
+from tests.conftest import REPO
 from tests.dovecot import Mailbox
 from tests.fixtures_tracking import LETTERS, UNSUBSCRIBE_ADDRESS, mail_fixture, seed_letters
 
@@ -251,3 +254,20 @@ def test_cli_sync_without_settings_is_a_clear_error(db_url: str, runner: CliRunn
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: inbox sync needs OUTREACH_IMAP_HOST")
     assert "Traceback" not in result.output
+
+
+def test_an_unsubscribe_address_that_is_also_the_reply_address_is_not_used(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # The real campaigns ask people to unsubscribe at the address replies go to.
+    assert unsubscribe_addresses(engine, REPO / "templates" / "letters") == frozenset()
+    templates = tmp_path / "letters"
+    shutil.copytree(REPO / "templates" / "letters" / "2026", templates / "2026")
+    toml = templates / "2026" / "campaign.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace(
+            'mailto = "wereldvanaandacht@hetvergetenkind.nl"', 'mailto = "Afmelden@HetVergetenKind.nl"'
+        ),
+        encoding="utf-8",
+    )
+    assert unsubscribe_addresses(engine, templates) == frozenset({"afmelden@hetvergetenkind.nl"})

@@ -68,6 +68,15 @@ _AUTO_SUBJECT_RE = re.compile(
 )
 _REPLY_PREFIX_RE = re.compile(r"^\s*((re|antw|aw|fw|fwd|doorst|tr)\s*:\s*)+", re.I)
 _UNSUBSCRIBE_RE = re.compile(r"\b(afmelden|afmelding|uitschrijven|unsubscribe)\b", re.I)
+_NEGATION_RE = re.compile(
+    r"\b(niet|geen|not|don't)\s+(\w+\s+){0,2}(afmelden|afmelding|uitschrijven|unsubscribe)", re.I
+)
+_CLOSING_RE = re.compile(
+    r"^\s*(met vriendelijke groet|vriendelijke groet|hartelijke groet|groet(en)?\b|mvg\b|m\.v\.g\.|"
+    r"kind regards|best regards|regards\b|--\s*$)",
+    re.I,
+)
+UNSUBSCRIBE_REPLY_CHARS = 200
 
 # Where a reply's own text ends and the quoted letter begins: Gmail ("Op di 10 mrt 2026 om 09:12 schreef
 # ...:"), Outlook ("Van: ..." header block or "-----Oorspronkelijk bericht-----"), English variants, and
@@ -453,7 +462,7 @@ def _base_address(key: str) -> str:
     return f"{local.split('+', 1)[0]}@{domain}"
 
 
-def _unsubscribe_reason(msg: Message, subject: str, addresses: Collection[str]) -> str | None:
+def _unsubscribe_reason(msg: EmailMessage, subject: str, addresses: Collection[str]) -> str | None:
     if addresses:
         wanted = {_base_address(a) for a in addresses}
         for recipient in _addresses(msg, "To", "Cc", "Delivered-To", "X-Original-To"):
@@ -462,7 +471,23 @@ def _unsubscribe_reason(msg: Message, subject: str, addresses: Collection[str]) 
     match = _UNSUBSCRIBE_RE.search(_REPLY_PREFIX_RE.sub("", subject))
     if match:
         return f"subject {match.group(1).lower()!r}"
+    # The letters' privacy notice says: answer this message with "afmelden". Such an answer is short;
+    # a substantive reply that merely mentions the word is not an unsubscribe, nor is "niet afmelden".
+    request = _before_closing(reply_text(msg))
+    match = _UNSUBSCRIBE_RE.search(request)
+    if match and len(request) <= UNSUBSCRIBE_REPLY_CHARS and not _NEGATION_RE.search(request):
+        return f"reply {match.group(1).lower()!r}"
     return None
+
+
+def _before_closing(text: str) -> str:
+    """The reply's words before the closing ("Met vriendelijke groet"), signature and disclaimer."""
+    kept = []
+    for line in text.splitlines():
+        if _CLOSING_RE.match(line):
+            break
+        kept.append(line)
+    return " ".join(" ".join(kept).split())
 
 
 # --- reply text ------------------------------------------------------------------------------------

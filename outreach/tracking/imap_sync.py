@@ -33,6 +33,7 @@ from outreach.db import dialect_insert
 from outreach.errors import CampaignError, ConfigError, ImapError, NotFoundError
 from outreach.letters.campaign import list_campaign_slugs, load_campaign
 from outreach.models import EventKind, utcnow
+from outreach.registry.keys import email_key
 from outreach.tracking.classify import ClassifyOptions, InboundMessage, classify, unsubscribe_address_key
 from outreach.tracking.events import EVENT, record_inbound
 
@@ -98,6 +99,7 @@ def unsubscribe_addresses(engine: Engine, templates_dir: Path) -> frozenset[str]
 
     A campaign whose folder is gone or broken is skipped with a warning: its unsubscribe mails are still
     recognised by their subject ("afmelden <token>", which is what the letters' mailto link fills in).
+    An address that is also the campaign's From or Reply-To is left out: replies arrive there too.
     """
     with engine.connect() as conn:
         slugs = set(conn.execute(select(CAMPAIGN.c.slug)).scalars())
@@ -110,8 +112,15 @@ def unsubscribe_addresses(engine: Engine, templates_dir: Path) -> frozenset[str]
             log.warning("campaign %s: unsubscribe address unknown (%s)", slug, exc)
             continue
         key = unsubscribe_address_key(campaign.unsubscribe_mailto or "")
-        if key:
-            found.add(key)
+        if not key:
+            continue
+        replies = {email_key(a) for a in (campaign.from_address, campaign.reply_to) if a}
+        if key in replies:
+            # The letters' own address: every answer goes there, so arriving there means nothing.
+            # Unsubscribes are then recognised by subject ("afmelden <token>") or a short "afmelden" reply.
+            log.info("campaign %s: unsubscribe address is the reply address; matched by words only", slug)
+            continue
+        found.add(key)
     return frozenset(found)
 
 
