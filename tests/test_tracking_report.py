@@ -198,6 +198,7 @@ def test_cli_report_formats(engine: Engine, db_url: str, runner: CliRunner) -> N
     assert "wethouder" in human.stdout and "50.0%" in human.stdout
     assert "a letter was delivered in 3 of 342 municipalities" in human.stdout
     assert "GM0193  Zwolle, Overijssel (1 letter(s) planned, none delivered)" in human.stdout
+    assert "No letter planned in 338 municipalities (the list: --json)." in human.stdout
 
     both = runner.invoke(app, [*base, "--json", "--csv"])
     assert both.exit_code == 2 and "cannot be combined" in both.stderr

@@ -237,6 +237,7 @@ def report_command(
 
 
 UNCOVERED_SHOWN = 60
+UNPLANNED_SHOWN = 20
 
 
 def _rate(row: ReportRow) -> str:
@@ -265,13 +266,23 @@ def _print_report(report: CampaignReport) -> None:
         f"Coverage ({report.scope}): a letter was delivered in {report.covered} of "
         f"{report.municipalities_in_scope} municipalities."
     )
-    if report.uncovered:
-        console.print(f"No letter delivered in {len(report.uncovered)}:")
-        for m in report.uncovered[:UNCOVERED_SHOWN]:
-            planned = f" ({m.letters} letter(s) planned, none delivered)" if m.letters else ""
-            console.print(f"  {m.cbs_code}  {m.name}, {m.province}{planned}")
-        if len(report.uncovered) > UNCOVERED_SHOWN:
-            console.print(f"  … and {len(report.uncovered) - UNCOVERED_SHOWN} more (all of them: --json)")
+    planned = [m for m in report.uncovered if m.letters]
+    unplanned = [m for m in report.uncovered if not m.letters]
+    if planned:
+        console.print(f"Letters planned but none delivered in {len(planned)}:")
+        for m in planned[:UNCOVERED_SHOWN]:
+            console.print(
+                f"  {m.cbs_code}  {m.name}, {m.province} ({m.letters} letter(s) planned, none delivered)"
+            )
+        if len(planned) > UNCOVERED_SHOWN:
+            console.print(f"  … and {len(planned) - UNCOVERED_SHOWN} more (all of them: --json)")
+    if unplanned:
+        # A long list of places nobody in the registry was written to is noise; a short one is a to-do.
+        names = ", ".join(m.name for m in unplanned)
+        if len(unplanned) <= UNPLANNED_SHOWN:
+            console.print(f"No letter planned in {len(unplanned)}: {names}")
+        else:
+            console.print(f"No letter planned in {len(unplanned)} municipalities (the list: --json).")
 
 
 # --- privacy ---------------------------------------------------------------------------------------
