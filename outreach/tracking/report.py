@@ -31,7 +31,7 @@ from sqlmodel import SQLModel
 from outreach.errors import CampaignError, NotFoundError
 from outreach.letters.campaign import Audience, load_campaign
 from outreach.models import DeliveryState, EventKind
-from outreach.registry.audience import _municipality_filter
+from outreach.registry.audience import municipality_filter
 from outreach.tracking.events import CAMPAIGN, CONTACT, DELIVERY, EVENT
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def campaign_report(
             query = _counts(cid, columns).group_by(*columns).order_by(*columns)
             for row in conn.execute(query):
                 rows.append(_row(row, row.grp, getattr(row, "code", None)))
-        scope_filter = _municipality_filter(audience) if audience is not None else None
+        scope_filter = municipality_filter(audience) if audience is not None else None
         scope = "the campaign's audience" if scope_filter is not None else "all municipalities"
         in_scope = select(func.count()).select_from(MUNICIPALITY)
         delivered_there = exists().where(
