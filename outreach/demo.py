@@ -102,9 +102,13 @@ def run_demo(
             ),
             (
                 f"Send, to the demo's SMTP sink on 127.0.0.1:{port}",
-                ["send", "--campaign", DEMO_CAMPAIGN, "--yes"],
+                # The demo runs at any hour; a real campaign waits for its window (campaign.toml).
+                ["send", "--campaign", DEMO_CAMPAIGN, "--yes", "--ignore-window"],
             ),
-            ("Sending again sends nothing twice", ["send", "--campaign", DEMO_CAMPAIGN, "--yes"]),
+            (
+                "Sending again sends nothing twice",
+                ["send", "--campaign", DEMO_CAMPAIGN, "--yes", "--ignore-window"],
+            ),
             ("Where the campaign stands", ["status", "--campaign", DEMO_CAMPAIGN]),
             ("The campaign report per role", ["report", "--campaign", DEMO_CAMPAIGN, "--by", "role"]),
         ]

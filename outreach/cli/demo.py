@@ -27,11 +27,12 @@ def demo(
     command = typer.main.get_command(app)
 
     def invoke(args: Sequence[str]) -> int:
+        # Without standalone mode, click returns the exit code of typer.Exit instead of exiting.
         try:
-            command.main(args=list(args), prog_name="outreach", standalone_mode=False)
+            result = command.main(args=list(args), prog_name="outreach", standalone_mode=False)
         except typer.Exit as exc:
             return exc.exit_code
-        return 0
+        return result if isinstance(result, int) else 0
 
     code = run_demo(directory.resolve(), REPO, invoke, typer.echo)
     raise typer.Exit(code)

@@ -94,6 +94,10 @@ def send(
     outbox: Annotated[
         Path | None, typer.Option("--outbox", help="Folder for --dry-run's .eml files (default outbox/SLUG).")
     ] = None,
+    ignore_window: Annotated[
+        bool,
+        typer.Option("--ignore-window", help="Send now, even outside the campaign's sending window."),
+    ] = False,
 ) -> None:
     """Send the campaign's letters: exactly once, throttled, resumable.
 
@@ -115,6 +119,7 @@ def send(
         concurrency=concurrency,
         retry_unknown=retry_unknown,
         outbox=outbox,
+        ignore_window=ignore_window,
     )
     config = load_campaign(settings.templates, campaign)
     engine = context.engine()

@@ -78,6 +78,7 @@ class SendOptions:
     rate: float | None = None  # letters per second, all domains together; overrides the campaign's
     concurrency: int = 8  # SMTP connections
     retry_unknown: bool = False  # resend letters whose fate is unknown
+    ignore_window: bool = False  # send now even outside the campaign's sending window
     outbox: Path | None = None  # --dry-run: where the .eml files go (default outbox/<slug>)
     attempts_per_run: int = 3  # tries of one letter within a run before it waits for the next run
     max_attempts: int = 15  # tries over all runs before a letter is given up (failed)
@@ -201,7 +202,7 @@ def run_send(
     summary.due = count_due(engine, campaign_id, now, retry_unknown=options.retry_unknown)
     if options.limit is not None:
         summary.due = min(summary.due, options.limit)
-    window = campaign.sending.window
+    window = None if options.ignore_window else campaign.sending.window
     if summary.due and window is not None and not window.is_open(now) and not options.dry_run:
         summary.window_opens_at = window.next_open(now)
     elif summary.due and confirm is not None and not confirm(summary.due):
@@ -478,7 +479,7 @@ class _Sender:
         options = self.options
         limit = options.limit if options.limit is not None else math.inf
         low_water = max(options.batch_size, options.concurrency * 4)
-        window = self.campaign.sending.window
+        window = None if options.ignore_window else self.campaign.sending.window
         try:
             while not self._stopping and self._claimed < limit:
                 if len(self.scheduler) >= low_water:
