@@ -252,3 +252,16 @@ def test_a_bounced_griffie_copy_suppresses_the_griffie_not_the_letter(db: Engine
     assert not outcome.failed_delivery and outcome.suppressed
     assert _get(db, Delivery, letter).state == DeliveryState.SENT.value
     assert [(s.email_key, s.reason) for s in _all(db, Suppression)] == [("griffie@haarlem.nl", "hard-bounce")]
+
+
+def test_an_unsubscribe_with_the_letters_token_suppresses_the_addressee_not_the_sender(db: Engine) -> None:
+    # A secretary uses the mailto link of the wethouder's letter: the token says whose letter it was.
+    with session_scope(db) as session:
+        campaign = add_campaign(session)
+        wethouder = add_contact(session, "e.vandam@groningen.nl", cbs_code="GM0014", role="wethouder")
+        letter = add_delivery(session, campaign, wethouder, token="unsubscribe23456")
+    raw = mail_fixture("unsubscribe.eml").replace(b"e.vandam@groningen.nl", b"secretariaat@groningen.nl")
+    with db.begin() as conn:
+        outcome = record_inbound(conn, classify(raw), dedupe_key="imap:x/INBOX:1:3", received_at=None)
+    assert (outcome.kind, outcome.delivery_id, outcome.suppressed) == (EventKind.OPT_OUT, letter.id, True)
+    assert [s.email_key for s in _all(db, Suppression)] == ["e.vandam@groningen.nl"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from outreach.cli import app
+from outreach.db import open_database
 from outreach.errors import ConfigError, ImapError
 from outreach.models import Delivery, DeliveryState, Event, EventKind, InboxCursor, Suppression
 from outreach.registry.keys import email_hash
@@ -104,7 +106,16 @@ def test_sync_records_every_fixture_message(engine: Engine, mailbox: Mailbox) ->
     assert totals.response_rate == round(2 / 6, 4)
 
 
-def test_a_second_sync_adds_nothing_and_reads_only_new_mail(engine: Engine, mailbox: Mailbox) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_engine(request: pytest.FixtureRequest, db_url: str) -> Iterator[Engine]:
+    url = db_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = open_database(url)
+    yield engine
+    engine.dispose()
+
+
+def test_a_second_sync_adds_nothing_and_reads_only_new_mail(any_engine: Engine, mailbox: Mailbox) -> None:
+    engine = any_engine
     seed_letters(engine)
     for name in ("reply-outlook.eml", "dsn-postfix-hard.eml"):
         mailbox.append(mail_fixture(name))
