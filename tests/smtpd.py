@@ -35,6 +35,8 @@ class Fault:
 
     - ``rcpt``: answer RCPT TO with ``reply`` (e.g. "451 4.7.1 greylisted", "550 5.1.1 no such user");
     - ``data``: take the body, then answer with ``reply`` instead of 250;
+    - ``handler-error``: the server's handler raises while taking the body (aiosmtpd answers 500 and
+      keeps the envelope open, so a client that does not RSET gets "503 nested MAIL command" next);
     - ``disconnect-at-rcpt``: close the connection instead of answering RCPT TO (before DATA);
     - ``disconnect-after-body``: keep the message, close the connection instead of answering;
     - ``hang-after-body``: keep the message and never answer.
@@ -96,9 +98,13 @@ class Handler:
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
         content = envelope.original_content or envelope.content
-        fault = self._fault(envelope.rcpt_tos[0], "data", "disconnect-after-body", "hang-after-body")
+        fault = self._fault(
+            envelope.rcpt_tos[0], "data", "handler-error", "disconnect-after-body", "hang-after-body"
+        )
         if fault is not None and fault.kind == "data":
             return fault.reply
+        if fault is not None and fault.kind == "handler-error":
+            raise OSError("test: the server's disk is full")
         if self.delay:
             await asyncio.sleep(self.delay)
         with self.lock:

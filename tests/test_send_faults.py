@@ -84,6 +84,25 @@ def test_transient_and_permanent_rcpt_replies(
     assert again.due == 0 and again.sent == 0
 
 
+def test_a_server_error_after_the_body_fails_that_letter_and_the_connection_goes_on(
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    pipelining: bool,
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 6)
+    server = smtpd(pipelining=pipelining)
+    server.handler.faults = {addresses[0]: Fault("handler-error")}
+    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options(concurrency=1))
+    rows = states(engine)
+    assert rows[addresses[0]].state == "failed" and rows[addresses[0]].last_code == 500
+    assert all(rows[address].state == "sent" for address in addresses[1:])
+    assert sorted(r for m in server.handler.messages for r in m.rcpt_tos) == sorted(addresses[1:])
+    assert (summary.sent, summary.failed) == (5, 1)
+
+
 def test_disconnect_before_data_is_deferred_and_after_body_is_unknown(
     engine: Engine,
     db_url: str,

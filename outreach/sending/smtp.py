@@ -307,11 +307,17 @@ class SmtpConnection:
                 transport.write(b"DATA\r\n")
                 ((code, text),) = await protocol.read(1, timeout)
             if code != 354:
+                if code != 421:
+                    await self._reset(timeout)
                 raise SmtpReplyError(code, text, "data")
             transport.write(body + b".\r\n")
             body_sent = True
             ((code, text),) = await protocol.read(1, timeout)
             if code != 250:
+                if code != 421:
+                    # The transaction is over (RFC 5321 4.1.1.4), but a server whose handler failed may
+                    # keep the envelope (aiosmtpd does, answering the next MAIL with 503): RSET.
+                    await self._reset(timeout)
                 raise SmtpReplyError(code, text, "body")
         except TimeoutError as exc:
             self.abort()
