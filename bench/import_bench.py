@@ -22,22 +22,92 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "performance.md"
 TARGET_ROWS_PER_S = 20_000
 TARGET_RSS_MB = 150
 
-FIRST = ["Anouk", "Daan", "Sanne", "Thijs", "Fleur", "Bram", "Eva", "Joris", "Noor", "Sem", "Renée", "Chloë",
-         "Joëlle", "Hüseyin", "Fatima", "Mohamed", "Geert", "Hanneke", "Sjoerd", "Wietske", "Zoë", "Koen"]  # fmt: skip
+FIRST = [
+    "Anouk",
+    "Daan",
+    "Sanne",
+    "Thijs",
+    "Fleur",
+    "Bram",
+    "Eva",
+    "Joris",
+    "Noor",
+    "Sem",
+    "Renée",
+    "Chloë",
+    "Joëlle",
+    "Hüseyin",
+    "Fatima",
+    "Mohamed",
+    "Geert",
+    "Hanneke",
+    "Sjoerd",
+    "Wietske",
+    "Zoë",
+    "Koen",
+]
 PARTICLES = ["", "", "", "van", "de", "van der", "van den", "ter", "in 't", "van de"]
-LAST = ["Jansen", "Bakker", "Visser", "Smit", "Meijer", "Mulder", "Bos", "Vos", "Peters", "Hendriks", "Dijkstra",
-        "Berg", "Dam", "Linden", "Veen", "Horst", "Brink", "Groot", "Koç", "El Amrani", "Wit", "Bruïne"]  # fmt: skip
-PARTIES = ["VVD", "D66", "CDA", "GroenLinks-PvdA", "SP", "ChristenUnie", "PVV", "Partij voor de Dieren",
-           "Lokaal Belang", "Gemeentebelangen"]  # fmt: skip
-ROLES = ["Raadslid"] * 7 + ["Wethouder Jeugd", "Wethouder", "Burgerraadslid", "Fractieassistent", "Burgemeester"]
-HEADER = ["Voornaam", "Tussenvoegsel", "Achternaam", "Functie", "Fractie", "E-mail", "Gemeente", "Gemeentecode",
-          "Portefeuille"]  # fmt: skip
+LAST = [
+    "Jansen",
+    "Bakker",
+    "Visser",
+    "Smit",
+    "Meijer",
+    "Mulder",
+    "Bos",
+    "Vos",
+    "Peters",
+    "Hendriks",
+    "Dijkstra",
+    "Berg",
+    "Dam",
+    "Linden",
+    "Veen",
+    "Horst",
+    "Brink",
+    "Groot",
+    "Koç",
+    "El Amrani",
+    "Wit",
+    "Bruïne",
+]
+PARTIES = [
+    "VVD",
+    "D66",
+    "CDA",
+    "GroenLinks-PvdA",
+    "SP",
+    "ChristenUnie",
+    "PVV",
+    "Partij voor de Dieren",
+    "Lokaal Belang",
+    "Gemeentebelangen",
+]
+ROLES = ["Raadslid"] * 7 + [
+    "Wethouder Jeugd",
+    "Wethouder",
+    "Burgerraadslid",
+    "Fractieassistent",
+    "Burgemeester",
+]
+HEADER = [
+    "Voornaam",
+    "Tussenvoegsel",
+    "Achternaam",
+    "Functie",
+    "Fractie",
+    "E-mail",
+    "Gemeente",
+    "Gemeentecode",
+    "Portefeuille",
+]
 
 
 def generate(path: Path, rows: int, seed: int = 2026) -> None:
@@ -64,23 +134,31 @@ def generate(path: Path, rows: int, seed: int = 2026) -> None:
                 email = email.replace("@", "@@")
             role = rng.choice(ROLES)
             writer.writerow(
-                [first, particle, last, role, rng.choice(PARTIES), email, name, code,
-                 "Financiën" if role == "Wethouder" else ""]  # fmt: skip
+                [
+                    first,
+                    particle,
+                    last,
+                    role,
+                    rng.choice(PARTIES),
+                    email,
+                    name,
+                    code,
+                    "Financiën" if role == "Wethouder" else "",
+                ]
             )
 
 
 def child(file: Path, url: str) -> None:
     """Import ``file`` twice into ``url`` and print the figures as JSON (runs in its own process)."""
     sys.path.insert(0, str(REPO))
+    from outreach.db import open_database
     from outreach.registry.bootstrap import initialise
     from outreach.registry.importer import import_contacts
-
-    from outreach.db import open_database
 
     initialise(url)
     engine = open_database(url)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    figures = {}
+    figures: dict[str, Any] = {}
     for label in ("first", "again"):
         started = time.perf_counter()
         result = import_contacts(engine, file, rejects_path=file.with_suffix(f".{label}.rejects.csv"))
@@ -102,6 +180,17 @@ def child(file: Path, url: str) -> None:
     print(json.dumps(figures))
 
 
+def table_row(label: str, run: dict[str, Any]) -> str:
+    cells = [
+        label,
+        f"{run['rows']:,}",
+        f"{run['inserted']:,}",
+        f"{run['unchanged']:,}",
+        f"{run['rejected']:,}",
+    ]
+    return "| " + " | ".join([*cells, str(run["seconds"]), f"**{run['rows_per_s']:,}**"]) + " |"
+
+
 def write_docs(section: str) -> None:
     text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Performance\n"
     start = text.find("\n## Import\n")
@@ -114,7 +203,9 @@ def write_docs(section: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--database", help="database URL (default: SQLite in a temporary folder)")
     parser.add_argument("--write-docs", action="store_true", help="record the figures in docs/performance.md")
@@ -146,8 +237,8 @@ rows bad), imported into a fresh {database} database, then imported again.
 
 | run | rows | inserted | unchanged | rejected | seconds | rows/s |
 |---|---:|---:|---:|---:|---:|---:|
-| first import | {first["rows"]:,} | {first["inserted"]:,} | {first["unchanged"]:,} | {first["rejected"]:,} | {first["seconds"]} | **{first["rows_per_s"]:,}** |
-| same file again | {again["rows"]:,} | {again["inserted"]:,} | {again["unchanged"]:,} | {again["rejected"]:,} | {again["seconds"]} | **{again["rows_per_s"]:,}** |
+{table_row("first import", first)}
+{table_row("same file again", again)}
 
 Peak RSS of the importing process: **{figures["peak_rss_mb"]} MB** ({figures["rss_before_import_mb"]} MB of it
 before the first row: Python, SQLAlchemy, the modules). Target: at least {TARGET_ROWS_PER_S:,} rows/s and

@@ -257,6 +257,8 @@ def import_contacts(
                             "the registry has no municipalities yet", hint="run `outreach init` first"
                         )
                     _run(conn, table, result, rejects if write_rejects else None, progress, batch_size)
+                    if result.rows_read == 0:
+                        raise ImportFileError(f"{table.where}: the file has a header but no rows")
                     if dry_run:
                         tx.rollback()  # nothing was written; release the lock without a commit
             except BaseException:
