@@ -16,11 +16,12 @@ from sqlmodel import Session
 from typer.testing import CliRunner, Result
 
 from outreach.cli import app
+from outreach.db import open_database
 from outreach.letters.approval import require_approval
 from outreach.letters.campaign import load_campaign
 from outreach.models import Suppression
 from outreach.registry.keys import email_hash
-from tests.factories import add_contact
+from tests.factories import add_contact, load_reference
 from tests.fixtures_letters import TEMPLATES
 
 
@@ -121,6 +122,7 @@ def test_check_names_every_recipient_with_a_missing_field(
     assert failures[0].startswith("FAIL cor@groningen.nl: ")
     assert "brief.txt.j2:4: field 'contact.party' is missing" in failures[0]
     assert "1 failures" in result.stdout
+    assert "Failures by problem:\n       1  brief.txt.j2:4: field 'contact.party' is missing" in result.stdout
     assert "Error: campaign 2026 is not ready" in result.stderr
 
 
@@ -217,3 +219,34 @@ def test_approve_with_an_empty_name_is_a_usage_error(runner: CliRunner, db_url: 
     result = run(runner, db_url, ["approve", "--campaign", "2026", "--by", "  "])
     assert result.exit_code == 2
     assert "--by" in result.stderr
+
+
+def test_campaign_show_prints_settings_as_text(runner: CliRunner, db_url: str, people: Engine) -> None:
+    result = run(runner, db_url, ["campaign", "show", "wethouders-jeugd"])
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert lines["griffie_copy"] == "separate"
+    assert lines["audience"] == "wethouder; portfolio: jeugd"
+    assert lines["recipients"] == "4"  # two wethouders with jeugd, and the griffie of each municipality
+    assert lines["attachments"] == "-"
+    assert lines["approval"] == "not approved"
+
+
+def test_check_and_approve_on_postgresql(runner: CliRunner, pg_url: str, tmp_path: Path) -> None:
+    engine = open_database(pg_url)
+    try:
+        load_reference(engine)
+        with Session(engine) as session:
+            add_contact(session, "anna@utrecht.nl", voornaam="Anna", party="D66")
+            add_contact(session, "griffie@utrecht.nl", role="griffie")
+            session.commit()
+        templates = tmp_path / "templates"
+        shutil.copytree(TEMPLATES / "2026", templates / "2026")
+        result = run(runner, pg_url, ["check", "--campaign", "2026", "--json"], templates)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["rendered"] == 1
+        result = run(runner, pg_url, ["approve", "--campaign", "2026", "--by", "Bert"], templates)
+        assert result.exit_code == 0, result.output
+        require_approval(engine, load_campaign(templates, "2026"))
+    finally:
+        engine.dispose()

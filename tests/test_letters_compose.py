@@ -226,6 +226,7 @@ def test_separate_copy_for_the_griffie(registry: Engine) -> None:
     copy = composer.compose(recipients[ids[0]], token=TOKEN, now=NOW)
     letter = composer.compose(recipients[ids[1]], token="bcdefghijklmnopq", now=NOW)
     assert copy.envelope_to == ["griffie@utrecht.nl"]
+    assert copy.is_copy and not letter.is_copy
     assert letter.envelope_to == ["weth@utrecht.nl"]  # separate, not Cc
     assert parsed(letter)["Cc"] is None
     copy_message = parsed(copy)

@@ -109,12 +109,16 @@ def check(ctx: typer.Context, campaign: CampaignOption, as_json: JsonOption = Fa
     """Render the letter for every recipient and report every failure; exit 1 on any."""
     report = check_campaign(app_context(ctx).engine(), _campaign(ctx, campaign))
     if as_json:
-        echo_json(asdict(report) | {"ok": report.ok})
+        echo_json(asdict(report) | {"ok": report.ok, "by_problem": dict(report.failure_summary())})
     else:
         for problem in report.problems:
             typer.echo(f"PROBLEM {problem}")
         for failure in report.failures:
             typer.echo(f"FAIL {failure.recipient}: {failure.message}")
+        if report.failures:
+            typer.echo("Failures by problem:")
+            for problem, count in report.failure_summary():
+                typer.echo(f"  {count:>6}  {problem}")
         typer.echo(
             f"campaign {report.campaign}: {report.recipients} recipients, {report.suppressed} suppressed, "
             f"{report.invalid} invalid, {report.rendered} letters rendered "

@@ -172,6 +172,7 @@ class ComposedLetter:
     text: str
     html: str | None
     recipient: Recipient
+    is_copy: bool = False  # the griffie's separate copy
 
     def as_bytes(self) -> bytes:
         """The message with CRLF line ends, ready for SMTP DATA (dot-stuffing is the client's job)."""
@@ -258,6 +259,7 @@ class LetterComposer:
             text=letter.text,
             html=letter.html,
             recipient=recipient,
+            is_copy=letter.is_copy,
         )
 
     def _body(self, letter: RenderedLetter, token: str) -> bytes:

@@ -282,6 +282,7 @@ class RenderedLetter:
     text: str  # body with the copy line and the privacy notice, "\n" line ends
     html: str | None
     unsubscribe_url: str | None = None
+    is_copy: bool = False  # the griffie's own copy of a letter to others (griffie_copy = "separate")
 
 
 def _template_position(tb: TracebackType | None, template: Template) -> tuple[str, int | None]:
@@ -453,7 +454,11 @@ class CampaignTemplates:
         if html is not None and self.privacy_html is not None:
             html = _insert_before_body_end(html, self._render(self.privacy_html, context, recipient))
         return RenderedLetter(
-            subject=subject, text=text, html=html, unsubscribe_url=context["unsubscribe_url"]
+            subject=subject,
+            text=text,
+            html=html,
+            unsubscribe_url=context["unsubscribe_url"],
+            is_copy=context["copy"],
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -152,7 +153,8 @@ def show_campaign(engine: Engine, campaign: CampaignConfig) -> dict[str, object]
 @dataclass(frozen=True)
 class CheckFailure:
     recipient: str  # e-mail address
-    message: str  # names template, line and field
+    message: str  # names campaign, recipient, template, line and field
+    problem: str  # the same without campaign and recipient: what failures have in common
 
 
 @dataclass
@@ -170,6 +172,11 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.failures and not self.problems
+
+    def failure_summary(self) -> list[tuple[str, int]]:
+        """Each distinct problem with the number of recipients it hit, most frequent first."""
+        counts = Counter(f.problem for f in self.failures)
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def check_campaign(engine: Engine, campaign: CampaignConfig, *, now: datetime | None = None) -> CheckReport:
@@ -194,12 +201,15 @@ def check_campaign(engine: Engine, campaign: CampaignConfig, *, now: datetime | 
         try:
             letter = composer.compose(recipient, token=new_token(), now=now)
         except OutreachError as exc:
-            report.failures.append(CheckFailure(recipient.email, exc.message))
+            problem = exc.message.removeprefix(f"campaign {campaign.slug}: ").removeprefix(
+                f"{recipient.label}: "
+            )
+            report.failures.append(CheckFailure(recipient.email, exc.message, problem))
             continue
         report.rendered += 1
         if len(letter.envelope_to) > 1:
             report.cc_griffie += 1
-        if letter.subject.startswith("Kopie: ") and recipient.role == "griffie":
+        if letter.is_copy:
             report.griffie_copies += 1
     return report
 
