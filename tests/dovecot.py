@@ -157,11 +157,12 @@ class DovecotServer:
             self.imap_port, self.imaps_port = _free_port(), _free_port()
             self.config_file.write_text(self._config())
             self.log_file.write_text("")
-            self._process = subprocess.Popen(
-                [self.binary, "-F", "-c", str(self.config_file)],
-                stdout=subprocess.DEVNULL,
-                stderr=self.log_file.open("ab"),
-            )
+            with self.log_file.open("ab") as log:  # the child keeps its own descriptor
+                self._process = subprocess.Popen(
+                    [self.binary, "-F", "-c", str(self.config_file)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                )
             if self._wait_ready():
                 return
             self.stop()
