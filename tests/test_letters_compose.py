@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from outreach.errors import AddressError, CampaignError, HeaderInjectionError
+from outreach.errors import AddressError, CampaignError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import CampaignConfig, load_campaign
 from outreach.letters.compose import ComposedLetter, LetterComposer, check_header_value, header_line
 from outreach.letters.render import Recipient, load_recipients
@@ -349,3 +349,17 @@ def test_the_message_property_is_an_email_message(registry: Engine, campaign_202
         "text/html",
         "application/pdf",
     ]
+
+
+def test_compose_refuses_a_token_that_is_not_one(registry: Engine, write_campaign: CampaignWriter) -> None:
+    with pytest.raises(ValueError, match="not a delivery token"):
+        LetterComposer(write_campaign()).compose(recipient(registry), token="abc>\r\nX: y", now=NOW)
+
+
+def test_a_subject_too_long_for_a_header_is_a_template_error(
+    registry: Engine, write_campaign: CampaignWriter
+) -> None:
+    toml = MINIMAL_TOML.replace("{{ municipality.name }}", "{{ contact.party }}")
+    campaign = write_campaign(toml=toml)
+    with pytest.raises(TemplateError, match=r"campaign.toml \[subject\]: the subject is 511 characters long"):
+        LetterComposer(campaign).compose(recipient(registry, party="x" * 500), token=TOKEN, now=NOW)

@@ -29,16 +29,19 @@ from email.utils import format_datetime
 from functools import cached_property
 from pathlib import Path
 
-from outreach.errors import AddressError, CampaignError, HeaderInjectionError
+from outreach.errors import AddressError, CampaignError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import AMSTERDAM, CampaignConfig
-from outreach.letters.ids import message_id
-from outreach.letters.render import CampaignTemplates, Recipient, RenderedLetter
+from outreach.letters.ids import is_token, message_id
+from outreach.letters.render import SUBJECT, CampaignTemplates, Recipient, RenderedLetter
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 _CONTROL_BYTES_RE = re.compile(rb"[\x00-\x1f\x7f]")
 _ENCODED_WORD_RE = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _ATEXT_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~ .-]*$")
 _MAX_LINE = 78  # RFC 5322 2.1.1: SHOULD be no more than 78 characters
+# RFC 5322 2.1.1: a line MUST stay under 998 characters; a subject of this length, folded at spaces or
+# encoded, always does (an unbreakable 300-character word included).
+_MAX_SUBJECT = 300
 
 
 def _hides_control_character(value: str) -> bool:
@@ -191,7 +194,6 @@ class LetterComposer:
         self.campaign = campaign
         self.templates = CampaignTemplates(campaign)
         where = f"campaign {campaign.slug}"
-        self._from_address = _ascii_address(campaign.from_address, f"{where}: [from] address")
         self._static = (
             address_header("From", campaign.from_name, campaign.from_address, where=where)
             + address_header("Reply-To", "", campaign.reply_to, where=where)
@@ -216,9 +218,17 @@ class LetterComposer:
 
         Raises TemplateError (names recipient, template, line, field), HeaderInjectionError, AddressError.
         """
+        if not is_token(token):
+            # The token ends up in Message-ID, MIME boundaries and links: only ids.new_token() will do.
+            raise ValueError(f"not a delivery token: {token!r}")
         campaign = self.campaign
         where = f"campaign {campaign.slug}: {recipient.label}"
         letter = self.templates.render(recipient, token=token, now=now)
+        if len(letter.subject) > _MAX_SUBJECT:
+            raise TemplateError(
+                f"{where}: {SUBJECT}: the subject is {len(letter.subject)} characters long;"
+                f" at most {_MAX_SUBJECT} fit a mail header line"
+            )
         moment = now.replace(tzinfo=UTC) if now.tzinfo is None else now
         msgid = message_id(token, campaign.message_domain)
 
