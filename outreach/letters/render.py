@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from html import escape
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, cast
@@ -448,7 +449,9 @@ class CampaignTemplates:
             subject = f"Kopie: {subject}"
             text = f"{line}\n\n{text}"
             if html is not None:
-                html = _insert_after_body(html, f'<p class="kopie"><em>{_escape(line)}</em></p>\n')
+                html = _insert_after_body(
+                    html, f'<p class="kopie"><em>{escape(line, quote=False)}</em></p>\n'
+                )
         if self.privacy_text is not None:
             text = f"{text.rstrip()}\n\n-- \n{self._render(self.privacy_text, context, recipient)}"
         if html is not None and self.privacy_html is not None:
@@ -464,10 +467,6 @@ class CampaignTemplates:
 
 def campaign_label(campaign: CampaignConfig) -> str:
     return campaign.griffie_copy_label or "de geadresseerden"
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 _BODY_OPEN = re.compile(r"<body[^>]*>", re.IGNORECASE)
