@@ -131,8 +131,12 @@ def _ascii_address(address: str, where: str) -> str:
 
 def address_header(name: str, display: str, address: str, *, where: str = "") -> str:
     """'To: Anna van Dijk <anna@x.nl>' with the display name quoted or RFC 2047-encoded as needed."""
+    return _address_line(name, display, _ascii_address(address, where), where)
+
+
+def _address_line(name: str, display: str, addr: str, where: str) -> str:
+    """address_header() for an address already through _ascii_address()."""
     check_header_value(name, display, where=where)
-    addr = _ascii_address(address, where)
     if not display:
         return f"{name}: {addr}\r\n"
     if display.isascii():
@@ -234,15 +238,12 @@ class LetterComposer:
 
         to_address = _ascii_address(recipient.email, where)
         envelope = [to_address]
-        head = [address_header("To", recipient.name, recipient.email, where=where)]
+        head = [_address_line("To", recipient.name, to_address, where)]
         if campaign.griffie_copy == "cc" and recipient.griffie_email:
             griffie = _ascii_address(recipient.griffie_email, f"{where}: griffie")
             if griffie.lower() != to_address.lower():
-                head.append(
-                    address_header(
-                        "Cc", f"Griffie {recipient.municipality or ''}".strip(), griffie, where=where
-                    )
-                )
+                label = f"Griffie {recipient.municipality or ''}".strip()
+                head.append(_address_line("Cc", label, griffie, where))
                 envelope.append(griffie)
         head.append(header_line("Subject", letter.subject, where=where))
         head.append(f"Date: {format_datetime(moment.astimezone(AMSTERDAM))}\r\n")
