@@ -18,7 +18,7 @@ def test_tokens_are_unique_and_case_safe() -> None:
 
 def test_message_id_round_trips_through_references() -> None:
     a, b = new_token(), new_token()
-    ours = message_id(a, 'hetvergetenkind.nl')
+    ours = message_id(a, "hetvergetenkind.nl")
     refs = f"<CAF=xyz@mail.gmail.com> {ours}\r\n {message_id(b, 'x.nl').upper()}"
     assert tokens_in_references(refs) == [a, b]
     assert tokens_in_references("<not-ours@example.org>") == []
