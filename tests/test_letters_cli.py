@@ -191,11 +191,16 @@ def test_preview_out_writes_eml_html_and_index(
 
 def test_preview_out_with_limit(runner: CliRunner, db_url: str, people: Engine, tmp_path: Path) -> None:
     out = tmp_path / "preview"
+    out.mkdir()
+    (out / "00007-old@example.nl.eml").write_bytes(b"from an earlier preview")
+    (out / "notities.txt").write_text("not ours", encoding="utf-8")
     result = run(
         runner, db_url, ["preview", "--campaign", "wethouders-jeugd", "--out", str(out), "--limit", "1"]
     )
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("*.eml"))) == 1
+    assert not (out / "00007-old@example.nl.eml").exists()
+    assert (out / "notities.txt").exists()
 
 
 def test_approve_records_and_send_side_check_passes(

@@ -251,6 +251,7 @@ def preview_letters(
 
 
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9@._+-]+")
+_PREVIEW_FILE_RE = re.compile(r"^\d{5}-[A-Za-z0-9@._+-]+\.(eml|html)$")
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,10 @@ def write_preview(letters: Iterator[tuple[Recipient, ComposedLetter]], out: Path
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CampaignError(f"{out}: cannot create the preview folder: {exc.strerror}") from exc
+    # Letters of an earlier preview in the same folder would otherwise linger beside the new index.
+    for stale in out.iterdir():
+        if _PREVIEW_FILE_RE.match(stale.name) and stale.is_file():
+            stale.unlink()
     rows = []
     count = 0
     for count, (recipient, letter) in enumerate(letters, start=1):
