@@ -108,3 +108,21 @@ def test_both_campaigns_render_for_every_role_in_their_audience(
     assert letter.html is not None and f"{aanhef}," in letter.html
     assert "Súdwest-Fryslân" in letter.subject
     assert "Waarom ontvangt u dit bericht?" in letter.text
+
+
+def test_an_error_in_an_included_template_names_that_template(write_campaign: CampaignWriter) -> None:
+    files = {
+        "brief.txt.j2": "{{ aanhef }},\n\n{% include 'voet.txt.j2' %}\n",
+        "voet.txt.j2": "Met vriendelijke groet,\n{{ contact.voornaam }}\n",
+    }
+    templates = CampaignTemplates(write_campaign(files=files))
+    with pytest.raises(TemplateError, match=r"voet\.txt\.j2:2: field 'contact\.voornaam' is missing"):
+        templates.render(ANNA, token="abcdefghijklmnop", now=NOW)
+
+
+def test_an_include_outside_the_campaign_folder_is_refused(write_campaign: CampaignWriter) -> None:
+    templates = CampaignTemplates(
+        write_campaign(files={"brief.txt.j2": "{% include '../../etc/passwd' %}\n"})
+    )
+    with pytest.raises(TemplateError, match="not found"):
+        templates.render(ANNA, token="abcdefghijklmnop", now=NOW)

@@ -353,7 +353,12 @@ class CampaignTemplates:
     def _fail(self, exc: Exception, template: Template, recipient: Recipient) -> NoReturn:
         name, line = _template_position(exc.__traceback__, template)
         where = f"{name}:{line}" if line else name
-        detail = exc.message if isinstance(exc, JinjaTemplateError) and exc.message else str(exc)
+        if isinstance(exc, TemplateNotFound):
+            detail = f"template {exc.name!r} not found in the campaign folder"
+        elif isinstance(exc, JinjaTemplateError) and exc.message:
+            detail = exc.message
+        else:
+            detail = str(exc)
         raise TemplateError(
             f"campaign {self.campaign.slug}: {recipient.label}: {where}: {detail}",
         ) from exc
