@@ -97,6 +97,7 @@ def test_campaign_toml_errors_name_file_and_key(
         ("[sending]\nrate = -1\n", "sending.rate: must be a positive number"),
         ("[sending]\ndomain_connections = 1.5\n", "sending.domain_connections"),
         ('[sending]\nverp_local = "bounces@x"\n', "sending.verp_local"),
+        ('[sending]\ndkim_selector = "s1"\n', "sending.dkim_key_file: is required when signing with DKIM"),
         ('[sending.window]\ndays = ["maandag", "feestdag"]\n', "sending.window.days: 'feestdag'"),
         ('[sending.window]\nstart = "18:00"\nend = "08:00"\n', "sending.window.end: 08:00 must be later"),
         ('[sending.window]\nstart = "acht uur"\n', "sending.window.start"),

@@ -325,6 +325,12 @@ def _parse_sending(root: _Reader, folder: Path) -> SendingConfig:
     if dkim_domain is not None and not _DOMAIN_RE.match(dkim_domain):
         raise reader.fail("dkim_domain", f"{dkim_domain!r} is not a domain name")
     key_file = reader.text("dkim_key_file")
+    selector = reader.text("dkim_selector")
+    if bool(key_file) != bool(selector):
+        missing = "dkim_key_file" if selector else "dkim_selector"
+        raise reader.fail(
+            missing, "is required when signing with DKIM (dkim_selector and dkim_key_file go together)"
+        )
     connections = reader.number("domain_connections", integer=True)
     per_connection = reader.number("max_per_connection", integer=True)
     return SendingConfig(
@@ -334,7 +340,7 @@ def _parse_sending(root: _Reader, folder: Path) -> SendingConfig:
         max_per_connection=int(per_connection) if per_connection is not None else 100,
         window=_parse_window(reader),
         verp_local=verp_local,
-        dkim_selector=reader.text("dkim_selector"),
+        dkim_selector=selector,
         dkim_domain=dkim_domain,
         dkim_key_file=(folder / key_file) if key_file else None,
     )
