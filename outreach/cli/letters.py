@@ -86,7 +86,8 @@ def preview(
     config = _campaign(ctx, campaign)
     engine = app_context(ctx).engine()
     if out is not None:
-        result = write_preview(preview_letters(engine, config, contact=contact, limit=limit), out)
+        letters = preview_letters(engine, config, contact=contact, limit=limit)
+        result = write_preview(letters, out, title=f"Preview of {config.name}")
         typer.echo(f"Wrote {result.letters} letters to {result.folder}; open {result.index}")
         return
     # Printed, one letter is the default: a whole audience on a terminal helps nobody.

@@ -261,7 +261,9 @@ class PreviewResult:
     index: Path
 
 
-def write_preview(letters: Iterator[tuple[Recipient, ComposedLetter]], out: Path) -> PreviewResult:
+def write_preview(
+    letters: Iterator[tuple[Recipient, ComposedLetter]], out: Path, *, title: str = "Preview"
+) -> PreviewResult:
     """One .eml and one .html per letter plus index.html, for reviewing in a mail program or browser."""
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -293,10 +295,11 @@ def write_preview(letters: Iterator[tuple[Recipient, ComposedLetter]], out: Path
         )
     index = out / "index.html"
     index.write_text(
-        '<!DOCTYPE html>\n<html lang="nl"><head><meta charset="utf-8"><title>Preview</title>'
+        '<!DOCTYPE html>\n<html lang="nl"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>"
         "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}"
         "tr:nth-child(even){background:#f4f4f4}</style></head><body>\n"
-        f"<h1>Preview: {count} letters</h1>\n<table>\n"
+        f"<h1>{html.escape(title)}: {count} letters</h1>\n<table>\n"
         "<tr><th>#</th><th>name</th><th>e-mail</th><th>role</th><th>municipality</th><th>cc</th>"
         "<th>subject</th><th>files</th><th></th></tr>\n" + "\n".join(rows) + "\n</table>\n</body></html>\n",
         encoding="utf-8",
