@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from outreach.errors import CampaignError
+from outreach.letters import review
 from outreach.letters.approval import (
     changes_since,
     ensure_campaign_row,
@@ -122,3 +124,25 @@ def test_ensure_campaign_row_is_idempotent(engine: Engine, campaign_copy: CopyCa
         first = ensure_campaign_row(conn, campaign)
         second = ensure_campaign_row(conn, campaign)
     assert first == second
+
+
+def test_a_file_edited_during_the_check_voids_the_approval(
+    registry: Engine, campaign_copy: CopyCampaign, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign = campaign_copy("2026")
+    with Session(registry) as session:
+        add_contact(session, "anna@utrecht.nl")
+        session.commit()
+    real_check = review.check_campaign
+
+    def check_while_someone_edits(*args: Any, **kwargs: Any) -> review.CheckReport:
+        report = real_check(*args, **kwargs)
+        with (campaign.folder / "brief.txt.j2").open("a", encoding="utf-8") as fh:
+            fh.write("Een zin die niemand zag.\n")
+        return report
+
+    monkeypatch.setattr(review, "check_campaign", check_while_someone_edits)
+    with pytest.raises(CampaignError, match=r"changed while it was being checked: brief\.txt\.j2 changed"):
+        approve_campaign(registry, campaign, "Anna")
+    with pytest.raises(CampaignError, match="has not been approved"):
+        require_approval(registry, campaign)

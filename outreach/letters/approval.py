@@ -72,12 +72,15 @@ class ApprovalRecord:
     files: dict[str, str]
 
 
-def record_approval(engine: Engine, campaign: CampaignConfig, approved_by: str) -> ApprovalRecord:
-    """Store an approval of the campaign folder as it is now."""
+def record_approval(
+    engine: Engine, campaign: CampaignConfig, approved_by: str, *, files: dict[str, str] | None = None
+) -> ApprovalRecord:
+    """Store an approval of the campaign folder: ``files`` (a manifest taken before the review), or the
+    folder as it is now."""
     approved_by = approved_by.strip()
     if not approved_by:
         raise CampaignError(f"campaign {campaign.slug}: say who approves (--by NAME)")
-    files = manifest(campaign.folder)
+    files = manifest(campaign.folder) if files is None else files
     record = ApprovalRecord(
         campaign=campaign.slug,
         approved_by=approved_by,

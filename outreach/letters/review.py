@@ -369,7 +369,13 @@ def format_letter(letter: ComposedLetter) -> str:
 def approve_campaign(
     engine: Engine, campaign: CampaignConfig, approved_by: str, *, now: datetime | None = None
 ) -> tuple[ApprovalRecord, CheckReport]:
-    """Run the check and, when every letter renders, record the approval of the folder as it is now."""
+    """Run the check and, when every letter renders, record the approval of the folder as checked.
+
+    The manifest is taken first and the campaign read afresh after it, so that what is approved is never
+    newer than what was rendered; a file that changes while the check runs voids the approval.
+    """
+    files = manifest(campaign.folder)
+    campaign = load_campaign(campaign.folder.parent, campaign.slug)
     report = check_campaign(engine, campaign, now=now)
     if not report.ok:
         first = (report.problems + [f"{f.recipient}: {f.message}" for f in report.failures])[0]
@@ -378,4 +384,10 @@ def approve_campaign(
             f"{', and ' + '; '.join(report.problems) if report.problems else ''} (first: {first})",
             hint=f"see `outreach check --campaign {campaign.slug}`",
         )
-    return record_approval(engine, campaign, approved_by), report
+    changes = changes_since(files, manifest(campaign.folder))
+    if changes:
+        raise CampaignError(
+            f"campaign {campaign.slug} changed while it was being checked: {', '.join(changes)}",
+            hint="approve again when nobody is editing the campaign",
+        )
+    return record_approval(engine, campaign, approved_by, files=files), report
