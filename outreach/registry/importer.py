@@ -297,7 +297,7 @@ class _BatchWriter:
         self._result = result
         self._now = now
         self._inserter = _ContactInserter(conn.dialect, source=result.source, now=now)
-        self._queue: queue.Queue[list[_Candidate] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[list[_Candidate] | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="outreach-import-writer", daemon=True)
         self._thread.start()
@@ -444,45 +444,61 @@ def _chunks(items: list[str]) -> Iterator[list[str]]:
         yield items[start : start + _IN_CHUNK]
 
 
+# Built once: an expanding IN parameter keeps SQLAlchemy from compiling a statement per batch.
+_EXISTING = select(
+    col(Contact.id), col(Contact.office_key), *(col(getattr(Contact, f)) for f in _COMPARED)
+).where(col(Contact.office_key).in_(bindparam("keys", expanding=True)))
+_SUPPRESSED = select(col(Suppression.key_hash), col(Suppression.reason)).where(
+    col(Suppression.key_hash).in_(bindparam("keys", expanding=True))
+)
+_UPDATE = (
+    update(Contact)
+    .where(col(Contact.id) == bindparam("b_id"))
+    .values(
+        {f: bindparam(f"b_{f}") for f in (*_COMPARED, "sort_name", "source", "updated_at")} | {"active": True}
+    )
+)
+_compared_values = itemgetter(*_COMPARED)
+
+
 def _apply(
     conn: Connection, batch: list[_Candidate], result: ImportResult, now: datetime, inserter: _ContactInserter
 ) -> None:
     """Classify one batch against the database and (unless a dry run) write it with one INSERT and one
     UPDATE statement. In-file duplicates never reach here, so a dry run classifies exactly as a real one."""
-    keys = [c.office_key for c in batch]
-    existing: dict[str, dict[str, Any]] = {}
-    columns = [col(Contact.id), col(Contact.office_key), *(col(getattr(Contact, f)) for f in _COMPARED)]
-    for chunk in _chunks(keys):
-        for found in conn.execute(select(*columns).where(col(Contact.office_key).in_(chunk))).mappings():
-            existing[found["office_key"]] = dict(found)
+    existing: dict[str, tuple[Any, ...]] = {}
+    for chunk in _chunks([c.office_key for c in batch]):
+        for found in conn.execute(_EXISTING, {"keys": chunk}):
+            existing[found[1]] = tuple(found)
     suppressed: dict[str, str] = {}
-    hashes = sorted({c.email_hash for c in batch})
-    for chunk in _chunks(hashes):
-        rows = conn.execute(
-            select(col(Suppression.key_hash), col(Suppression.reason)).where(
-                col(Suppression.key_hash).in_(chunk)
-            )
-        )
-        suppressed.update((r[0], r[1]) for r in rows)
+    for chunk in _chunks(sorted({c.email_hash for c in batch})):
+        suppressed.update((r[0], r[1]) for r in conn.execute(_SUPPRESSED, {"keys": chunk}))
 
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     for candidate in batch:
-        old = existing.get(candidate.office_key)
         values = candidate.values
+        old = existing.get(candidate.office_key)
         if old is None:
-            inserts.append(values | {"office_key": candidate.office_key, "email_hash": candidate.email_hash})
+            values["office_key"] = candidate.office_key
+            values["email_hash"] = candidate.email_hash
+            inserts.append(values)
             result.inserted += 1
         else:
-            merged = {f: values[f] if values[f] is not None else old[f] for f in _COMPARED}
-            if merged == {f: old[f] for f in _COMPARED}:
+            known = old[2:]
+            merged = tuple(
+                new if new is not None else was
+                for new, was in zip(_compared_values(values), known, strict=True)
+            )
+            if merged == known:
                 result.unchanged += 1
             else:
+                change = dict(zip(_COMPARED, merged, strict=True))
                 updates.append(
-                    {f"b_{k}": v for k, v in merged.items()}
+                    {f"b_{k}": v for k, v in change.items()}
                     | {
-                        "b_id": old["id"],
-                        "b_sort_name": sort_name(merged["achternaam"], merged["tussenvoegsel"]),
+                        "b_id": old[0],
+                        "b_sort_name": sort_name(change["achternaam"], change["tussenvoegsel"]),
                         "b_source": result.source,
                         "b_updated_at": now,
                     }
@@ -500,9 +516,7 @@ def _apply(
     if inserts:
         inserter.insert(conn, inserts)
     if updates:
-        assignments: dict[str, Any] = {f: bindparam(f"b_{f}") for f in (*_COMPARED, "sort_name", "source")}
-        assignments |= {"updated_at": bindparam("b_updated_at"), "active": True}
-        conn.execute(update(Contact).where(col(Contact.id) == bindparam("b_id")).values(assignments), updates)
+        conn.execute(_UPDATE, updates)
 
 
 # Plain-string keys for the per-row dictionaries: a StrEnum member hashes through Python code, a str in C.
@@ -592,6 +606,7 @@ class _RowParser:
                 "unknown Functie", f"unknown Functie {role_text!r}; expected one of {ROLE_NAMES}"
             )
         role, role_portfolio = parsed_role
+        role_value = role.value
 
         place = self._place(v, role)
         names = self._names(v, role)
@@ -612,7 +627,7 @@ class _RowParser:
         key = email_key(normalized)
         values: dict[str, Any] = {
             "municipality_id": place.id if place else None,
-            "role": role.value,
+            "role": role_value,
             "email": email,
             "email_normalized": normalized,
             "email_key": key,
@@ -631,7 +646,7 @@ class _RowParser:
             row=row,
             cells=cells,
             values=values,
-            office_key=office_key(key, place.cbs_code if place else None, role.value),
+            office_key=office_key(key, place.cbs_code if place else None, role_value),
             email_hash=email_hash(key),
         )
 

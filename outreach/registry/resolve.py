@@ -94,7 +94,7 @@ class MunicipalityResolver:
             self._province_names[place.province_code] = place.province
         for spelling, code in PROVINCE_ALIASES.items():
             self._provinces.setdefault(_loose(spelling), code)
-        self._cache: dict[tuple[str, str, str], Place] = {}
+        self._cache: dict[tuple[str, str, str], Place | Unresolved] = {}
 
     @classmethod
     def load(cls, conn: Connection) -> MunicipalityResolver:
@@ -137,8 +137,13 @@ class MunicipalityResolver:
         cache_key = (code, name, province)
         found = self._cache.get(cache_key)
         if found is None:
-            found = self._resolve(code, name, province)
+            try:
+                found = self._resolve(code, name, province)
+            except Unresolved as exc:
+                found = exc  # a misspelling repeats on every row of its municipality: suggest once
             self._cache[cache_key] = found
+        if isinstance(found, Unresolved):
+            raise Unresolved(found.kind, str(found))
         return found
 
     def _resolve(self, code: str, name: str, province: str) -> Place:
