@@ -193,5 +193,14 @@ def test_more_file_level_errors(tmp_path: Path, write_csv: WriteCsv) -> None:
     undecodable.write_bytes(b"E-mail;Functie\r\njan@example.nl;Raadslid\r\n\x81\x8d;x\r\n")
     with pytest.raises(ImportFileError, match=r"neither UTF-8 nor Windows-1252 text \(byte 0x81 at line 3\)"):
         read_all(undecodable)
+    mixed = tmp_path / "gemengd.csv"
+    mixed.write_bytes(
+        "E-mail;Functie;Achternaam\r\na@example.nl;Raadslid;Müller\r\n".encode()
+        + "b@example.nl;Raadslid;Müller\r\n".encode("cp1252")
+    )
+    with pytest.raises(
+        ImportFileError, match=r"mixes UTF-8 \(line 2\) and Windows-1252 \(byte 0xFC at line 3\)"
+    ):
+        read_all(mixed)
     with pytest.raises(UsageError, match=r"--sheet applies to XLSX"):
         read_all(REGISTRY_DATA / "raad-cp1252.csv", sheet="Blad1")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -115,6 +116,14 @@ def _detect_encoding(path: Path, head: bytes) -> str:
             f"{path}: neither UTF-8 nor Windows-1252 text ({failure})",
             hint="save it from Excel as 'CSV UTF-8' or export it as XLSX",
         )
+    utf8_line = _utf8_letter_line(path)
+    if utf8_line is not None:
+        # "Ã«" where "ë" was meant: part of the file was saved as UTF-8 and part as Windows-1252 (a list
+        # edited in two programs). Reading it either way would garble names.
+        raise ImportFileError(
+            f"{path}: mixes UTF-8 (line {utf8_line}) and Windows-1252 ({_decodes(path, 'utf-8')})",
+            hint="open it in Excel, correct the names and save it again as 'CSV UTF-8'",
+        )
     return "cp1252"
 
 
@@ -135,6 +144,24 @@ def _decodes(path: Path, encoding: str) -> str | None:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return "the file ends in the middle of a character"
+    return None
+
+
+_UTF8_LATIN = re.compile(rb"\xc3[\x80-\xbf]")  # UTF-8 for À-ÿ; as Windows-1252 "Ã" + a symbol
+
+
+def _utf8_letter_line(path: Path) -> int | None:
+    """The line of the first UTF-8 encoded accented letter in a file that is not UTF-8 as a whole."""
+    lines = 1
+    tail = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            data = tail + chunk
+            found = _UTF8_LATIN.search(data)
+            if found is not None:
+                return lines + data[: found.start()].count(b"\n")
+            lines += data[:-1].count(b"\n")
+            tail = data[-1:]
     return None
 
 
