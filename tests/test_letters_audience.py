@@ -85,6 +85,7 @@ def any_engine(request: pytest.FixtureRequest, engine: Engine) -> Iterator[Engin
         ('[audience]\nroles = ["raadslid"]\nmunicipalities = ["gm0014"]\n', {"dirk@groningen.nl"}),
         ('[audience]\nroles = ["raadslid"]\nparties = ["D66"]\n', {"anna@utrecht.nl", "cor@denhaag.nl"}),
         ('[audience]\nroles = ["wethouder"]\nportfolio = ["jeugd"]\n', {"weth@utrecht.nl"}),
+        ('[audience]\nroles = ["wethouder"]\nportfolio = ["jeu_d", "%"]\n', set()),  # no LIKE wildcards
         (
             '[audience]\nroles = ["griffie"]\nprovinces = ["utrecht", "groningen"]\n',
             {"griffie@utrecht.nl", "griffie@groningen.nl"},

@@ -37,7 +37,7 @@ def municipality_filter(audience: Audience) -> ColumnElement[bool] | None:
             func.lower(m.name).in_(names),
             *(
                 # aliases is "|"-separated: "|den haag|" finds the whole alias, never a part of one.
-                (literal("|") + func.lower(m.aliases) + literal("|")).contains(f"|{name}|")
+                (literal("|") + func.lower(m.aliases) + literal("|")).contains(f"|{name}|", autoescape=True)
                 for name in names
             ),
         ]
@@ -67,7 +67,9 @@ def _audience_condition(contact: FromClause, audience: Audience) -> ColumnElemen
     if audience.parties:
         conditions.append(func.lower(c.party).in_([fold_party(p) for p in audience.parties]))
     if audience.portfolio:
-        conditions.append(or_(*(func.lower(c.portfolio).contains(word) for word in audience.portfolio)))
+        conditions.append(
+            or_(*(func.lower(c.portfolio).contains(word, autoescape=True) for word in audience.portfolio))
+        )
     return and_(*conditions)
 
 
