@@ -39,7 +39,6 @@ from outreach.registry.emails import AddressChecker, InvalidAddress
 from outreach.registry.keys import email_hash, email_key, fold, office_key, sort_name
 from outreach.registry.names import (
     PARTICLES,
-    NameParts,
     normalize_tussenvoegsel,
     normalize_voorletters,
     split_full_name,
@@ -156,7 +155,6 @@ class _BlankRow(Exception):
 @dataclass(slots=True)
 class _Candidate:
     row: int
-    cells: list[str]
     values: dict[str, Any]  # Contact column -> value
     office_key: str
     email_hash: str
@@ -537,6 +535,7 @@ _AANHEF = Column.AANHEF.value
 _GENDER = Column.GENDER.value
 _TERM_END = Column.TERM_END.value
 
+_Names = tuple[str | None, str | None, str | None, str | None, str | None, str | None]
 _sort_name = lru_cache(maxsize=65536)(sort_name)  # surnames repeat: Jansen, de Vries, Bakker
 
 
@@ -609,11 +608,11 @@ class _RowParser:
         role_value = role.value
 
         place = self._place(v, role)
-        names = self._names(v, role)
+        title, voorletters, voornaam, tussenvoegsel, achternaam, named_aanspreekvorm = self._names(v, role)
         aanspreekvorm = (
             (parse_aanspreekvorm(v[_AANHEF]) if v[_AANHEF] else None)
             or (parse_aanspreekvorm(v[_GENDER], gender_column=True) if v[_GENDER] else None)
-            or names.aanspreekvorm
+            or named_aanspreekvorm
         )
         term_end: date | None = None
         if v[_TERM_END]:
@@ -631,20 +630,19 @@ class _RowParser:
             "email": email,
             "email_normalized": normalized,
             "email_key": key,
-            "title": names.title,
-            "voorletters": names.voorletters,
-            "voornaam": names.voornaam,
-            "tussenvoegsel": names.tussenvoegsel,
-            "achternaam": names.achternaam,
+            "title": title,
+            "voorletters": voorletters,
+            "voornaam": voornaam,
+            "tussenvoegsel": tussenvoegsel,
+            "achternaam": achternaam,
             "aanspreekvorm": aanspreekvorm,
             "portfolio": v[_PORTFOLIO] or role_portfolio,
             "party": v[_PARTY] or None,
             "term_end": term_end,
-            "sort_name": _sort_name(names.achternaam, names.tussenvoegsel),
+            "sort_name": _sort_name(achternaam, tussenvoegsel),
         }
         return _Candidate(
             row=row,
-            cells=cells,
             values=values,
             office_key=office_key(key, place.cbs_code if place else None, role_value),
             email_hash=email_hash(key),
@@ -663,7 +661,8 @@ class _RowParser:
         except Unresolved as exc:
             raise RowRejected(exc.kind, str(exc)) from None
 
-    def _names(self, v: dict[str, str], role: Role) -> NameParts:
+    def _names(self, v: dict[str, str], role: Role) -> _Names:
+        """(title, voorletters, voornaam, tussenvoegsel, achternaam, aanspreekvorm from the name)."""
         achternaam = v[_ACHTERNAAM] or None
         tussenvoegsel = normalize_tussenvoegsel(v[_TUSSENVOEGSEL]) if v[_TUSSENVOEGSEL] else None
         title = v[_TITLE] or None
@@ -674,13 +673,13 @@ class _RowParser:
             full = ""  # "Griffie Utrecht" names the mailbox, not a person
         if achternaam is None and full:
             split = split_full_name(full)
-            return NameParts(
-                title=title or split.title,
-                voorletters=voorletters or split.voorletters,
-                voornaam=voornaam or split.voornaam,
-                tussenvoegsel=tussenvoegsel or split.tussenvoegsel,
-                achternaam=split.achternaam,
-                aanspreekvorm=split.aanspreekvorm,
+            return (
+                title or split.title,
+                voorletters or split.voorletters,
+                voornaam or split.voornaam,
+                tussenvoegsel or split.tussenvoegsel,
+                split.achternaam,
+                split.aanspreekvorm,
             )
         if achternaam is not None:
             # "van der Berg" in Achternaam: keep the particle in tussenvoegsel only.
@@ -691,10 +690,4 @@ class _RowParser:
                 split = split_full_name(f"X {achternaam}")
                 if split.tussenvoegsel and split.achternaam:
                     tussenvoegsel, achternaam = split.tussenvoegsel, split.achternaam
-        return NameParts(
-            title=title,
-            voorletters=voorletters,
-            voornaam=voornaam,
-            tussenvoegsel=tussenvoegsel,
-            achternaam=achternaam,
-        )
+        return (title, voorletters, voornaam, tussenvoegsel, achternaam, None)
