@@ -23,7 +23,7 @@ from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateN
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import concat, missing
-from sqlalchemy import Connection, Select, Table, exists, select, true
+from sqlalchemy import Connection, Select, Table, exists, func, select, true
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
@@ -111,19 +111,19 @@ def _recipients_statement() -> Select[Any]:
     suppression = table(Suppression)
     griffie = contact.alias("griffie")
     griffie_suppression = suppression.alias("griffie_suppression")
-    griffie_email = (
-        select(griffie.c.email_normalized)
+    # The griffie of each municipality, computed once for all rows (a correlated subquery per recipient
+    # made loading 12,000 recipients three times slower on SQLite).
+    first_griffie = (
+        select(griffie.c.municipality_id, func.min(griffie.c.id).label("griffie_id"))
         .where(
-            griffie.c.municipality_id == contact.c.municipality_id,
             griffie.c.role == Role.GRIFFIE.value,
             griffie.c.active == true(),
             ~exists().where(griffie_suppression.c.key_hash == griffie.c.email_hash),
         )
-        .order_by(griffie.c.id)
-        .limit(1)
-        .correlate(contact)
-        .scalar_subquery()
+        .group_by(griffie.c.municipality_id)
+        .subquery("first_griffie")
     )
+    griffie_contact = contact.alias("griffie_contact")
     c = contact.c
     return select(
         c.id,
@@ -141,12 +141,13 @@ def _recipients_statement() -> Select[Any]:
         municipality.c.name,
         municipality.c.cbs_code,
         municipality.c.province,
-        griffie_email,
+        griffie_contact.c.email_normalized,
         suppression.c.reason,
     ).select_from(
-        contact.outerjoin(municipality, municipality.c.id == c.municipality_id).outerjoin(
-            suppression, suppression.c.key_hash == c.email_hash
-        )
+        contact.outerjoin(municipality, municipality.c.id == c.municipality_id)
+        .outerjoin(suppression, suppression.c.key_hash == c.email_hash)
+        .outerjoin(first_griffie, first_griffie.c.municipality_id == c.municipality_id)
+        .outerjoin(griffie_contact, griffie_contact.c.id == first_griffie.c.griffie_id)
     )
 
 
