@@ -2,7 +2,8 @@
 
 Run `.venv/bin/python tools/make_handreiking_pdf.py` after changing the text below, then review and
 approve the campaign again (the PDF is part of its fingerprint). The output is reproducible: fpdf2 writes
-a fixed creation date here, so the same text gives the same bytes and the same approval fingerprint.
+a fixed creation date here, so the same text gives the same bytes (with the same fpdf2 release) and
+the same approval fingerprint.
 """
 
 from __future__ import annotations
