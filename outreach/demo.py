@@ -19,6 +19,9 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 DEMO_CAMPAIGN = "2026"
+# Two raadsleden of data/sample-contacts.csv (fictional, on a reserved example domain).
+DEMO_REPLY = "anouk.jansen@utrecht.example.nl"
+DEMO_OPTOUT = "thijs.vandam@utrecht.example.nl"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -110,7 +113,18 @@ def run_demo(
                 ["send", "--campaign", DEMO_CAMPAIGN, "--yes", "--ignore-window"],
             ),
             ("Where the campaign stands", ["status", "--campaign", DEMO_CAMPAIGN]),
-            ("The campaign report per role", ["report", "--campaign", DEMO_CAMPAIGN, "--by", "role"]),
+            (
+                "A raadslid answers: staff record the reply by hand (inbox sync does it from IMAP)",
+                [
+                    *("track", "reply", "--contact", DEMO_REPLY, "--campaign", DEMO_CAMPAIGN),
+                    *("--text", "Wil graag in gesprek over wijkteams; stelt schriftelijke vragen."),
+                ],
+            ),
+            (
+                "Another asks to receive no more letters: suppressed at once",
+                ["track", "optout", "--contact", DEMO_OPTOUT, "--campaign", DEMO_CAMPAIGN],
+            ),
+            ("The campaign report per party", ["report", "--campaign", DEMO_CAMPAIGN, "--by", "party"]),
         ]
         # The sink has no TLS: the demo's own process talks plain SMTP to 127.0.0.1, nothing else does.
         env = {
