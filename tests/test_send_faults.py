@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, col, select
 
 from outreach.errors import CampaignError, SmtpError
@@ -320,3 +320,30 @@ def test_outside_the_sending_window_nothing_is_sent(
     assert summary.sent == 0 and not server.handler.messages
     assert summary.window_opens_at is not None and summary.window_opens_at > utcnow()
     assert summary.exit_code == 1
+
+
+def test_a_contact_added_after_approval_that_cannot_be_rendered_is_held_back(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    # The letter needs the recipient's first name; everyone present at approval has one.
+    campaign = make_campaign(approve=False)
+    (campaign.folder / "brief.txt.j2").write_text("Beste {{ contact.voornaam }},\n\nOver de jeugdzorg.\n")
+    addresses = add_raadsleden(engine, 3)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE contact SET voornaam = 'Anne'"))
+    from outreach.letters.approval import record_approval
+    from outreach.letters.campaign import load_campaign
+
+    campaign = load_campaign(campaign.folder.parent, campaign.slug)
+    record_approval(engine, campaign, "Test Reviewer")
+    late = add_raadsleden(engine, 1, start=100)[0]  # imported after approval, without a first name
+
+    server = smtpd()
+    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    rows = states(engine)
+    assert [rows[address].state for address in addresses] == ["sent"] * 3
+    assert rows[late].state == "skipped"
+    assert "cannot render" in (rows[late].last_error or "")
+    assert "contact.voornaam" in (rows[late].last_error or "")
+    assert not server.handler.received_by(late)
+    assert summary.sent == 3

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from outreach.errors import AddressError, HeaderInjectionError
+from outreach.errors import AddressError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import CampaignConfig
 from outreach.letters.compose import LetterComposer
 from outreach.letters.ids import verp_address
@@ -72,6 +72,11 @@ class CampaignLetters:
                 # The registry holds something that cannot go on an envelope or in a header for this one
                 # person; the letter is skipped, the rest of the campaign goes on.
                 unsendable.append((row, f"{SKIP_INVALID}: {exc.message}"))
+                continue
+            except TemplateError as exc:
+                # Approval rendered every letter, but this contact was added or changed since: nothing
+                # half-rendered leaves; the reason (recipient, template, line, field) stays on the row.
+                unsendable.append((row, f"cannot render: {exc.message}"))
                 continue
             body = letter.as_bytes()
             if signer is not None:
