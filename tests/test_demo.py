@@ -26,9 +26,8 @@ def test_demo_runs_a_campaign_end_to_end_and_sends_each_letter_once(tmp_path: Pa
 
     engine = create_engine(f"sqlite:///{folder / 'outreach.db'}")
     with engine.connect() as conn:
-        states: dict[str, int] = dict(
-            conn.execute(text("SELECT state, count(*) FROM delivery GROUP BY state")).tuples().all()
-        )
+        rows = conn.execute(text("SELECT state, count(*) FROM delivery GROUP BY state")).all()
+        states: dict[str, int] = {str(state): int(count) for state, count in rows}
         sent_to = {
             row[0]
             for row in conn.execute(
