@@ -469,3 +469,62 @@ def test_postgresql(pg_url: str, tmp_path: Path) -> None:
         assert people["renee.devries@utrecht.example.nl"].imported_at.tzinfo is None
     finally:
         engine.dispose()
+
+
+def test_both_stores_write_the_same_rows(
+    registry: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_xlsx: WriteXlsx
+) -> None:
+    """The JSON-lookup SQLite store and the plain Core store (other databases, old SQLite) agree."""
+    from outreach.registry import importer, store
+
+    path = write_xlsx(
+        {
+            "Blad1": [
+                ["Naam", "Functie", "E-mail", "Gemeente", "Einde termijn", "Aanhef", "Fractie"],
+                [
+                    "dhr. H.J. van der Berg",
+                    "Wethouder Jeugd",
+                    "hj@example.nl",
+                    "Utrecht",
+                    date(2030, 3, 28),
+                    "",
+                    "VVD",
+                ],
+                ["Zoë Çelik", "Raadslid", "zoe@example.nl", "GM0363", None, "Geachte mevrouw", ""],
+                ["", "Griffie", "griffie@example.nl", "Den Haag", None, "", ""],
+            ]
+        }
+    )
+
+    def snapshot() -> list[tuple[object, ...]]:
+        with Session(registry) as session:
+            rows = session.exec(select(Contact).order_by(col(Contact.office_key))).all()
+            return [
+                tuple(
+                    v
+                    for k, v in sorted(c.model_dump().items())
+                    if k not in ("id", "imported_at", "updated_at")
+                )
+                for c in rows
+            ]
+
+    first = import_contacts(registry, path)
+    assert first.inserted == 3
+    assert import_contacts(registry, path).unchanged == 3  # dates and NULLs compare equal after a round trip
+    fast = snapshot()
+    with Session(registry) as session:
+        for contact in session.exec(select(Contact)).all():
+            session.delete(contact)
+        session.commit()
+    monkeypatch.setattr(
+        importer,
+        "contact_store",
+        lambda conn, source, now: store.CoreStore(conn.dialect, source=source, now=now),
+    )
+    again = import_contacts(registry, path)
+    assert again.inserted == 3
+    assert snapshot() == fast
+    assert import_contacts(registry, path).unchanged == 3
+    with Session(registry) as session:
+        stored = session.exec(select(Contact).where(col(Contact.email_key) == "hj@example.nl")).one()
+    assert (stored.term_end, stored.active, stored.imported_at.tzinfo) == (date(2030, 3, 28), True, None)
