@@ -316,7 +316,9 @@ def test_a_file_that_turns_out_unreadable_half_way_changes_nothing(registry: Eng
     with pytest.raises(
         ImportFileError, match=r"open-aanhalingsteken.csv:3:B: a quote opened here is never closed"
     ):
-        import_contacts(registry, path, batch_size=1)  # row 2 was handed to the writer before row 3 was read
+        import_contacts(
+            registry, path, batch_size=1
+        )  # row 2 is written inside the transaction before row 3 is read
     assert contact_count(registry) == 0
 
 

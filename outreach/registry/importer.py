@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import csv
 import os
-import queue
-import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
@@ -60,7 +57,6 @@ BATCH_SIZE = 2000
 _IN_CHUNK = 500  # values per IN (...) list: well inside SQLite's and PostgreSQL's parameter limits
 SUPPRESSED_SHOWN = 20
 SQLITE_IMPORT_CACHE_KIB = 32 * 1024
-SWITCH_INTERVAL_S = 0.0001
 
 _GRIFFIE_NAMES = ("griffie", "raadsgriffie", "de griffie")
 
@@ -252,48 +248,6 @@ def _sqlite_pragma(conn: Connection, pragma: str) -> None:
     conn.connection.driver_connection.execute(f"PRAGMA {pragma}")  # type: ignore[union-attr]
 
 
-class _BatchWriter:
-    """Applies batches to the database on a thread of its own while the caller parses the next rows.
-
-    SQLite and PostgreSQL drivers release the GIL while the database works, so on two cores parsing
-    and writing overlap (measured: a third off an import of 100k rows). Only this thread touches the
-    connection while it runs; the caller's transaction commits or rolls back after ``close()``.
-    """
-
-    def __init__(self, conn: Connection, result: ImportResult, now: datetime) -> None:
-        self._conn = conn
-        self._result = result
-        self._now = now
-        self._store = contact_store(conn, source=result.source, now=now)
-        self._queue: queue.Queue[list[_Candidate] | None] = queue.Queue(maxsize=1)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="outreach-import-writer", daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # failed: drain until close() so put() never blocks
-            try:
-                _apply(self._conn, batch, self._result, self._store)
-            except BaseException as exc:  # handed to the caller's thread by close()/put()
-                self._error = exc
-
-    def put(self, batch: list[_Candidate]) -> None:
-        if self._error is not None:
-            self.close()
-        self._queue.put(batch)
-
-    def close(self) -> None:
-        """Wait for every batch handed over; re-raise what went wrong on the writer thread."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-
 def _run(
     conn: Connection,
     table: Table,
@@ -302,25 +256,20 @@ def _run(
     progress: ProgressCallback | None,
     batch_size: int,
 ) -> None:
+    # One thread on purpose. A writer thread beside the parser was tried and measured: Python's
+    # sqlite3 releases the GIL only while SQLite steps one row, so the two threads take turns rather
+    # than overlap (wall time equal to CPU time, no faster than this).
     parser = _RowParser(table.columns, MunicipalityResolver.load(conn), table.delimiter)
-    # The database driver releases the GIL for every row it steps through and needs it back to bind the
-    # next; with the parser busy on the main thread it would wait a whole switch interval (5 ms) each
-    # time, and 2,000 rows would take 10 s. A short interval while the import runs lets the two threads
-    # really overlap (measured: executemany beside a busy thread 18.6 s -> 1.3 s for 100k rows).
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    writer = _BatchWriter(conn, result, utcnow())
-    try:
-        _parse_rows(table, parser, writer, result, rejects, progress, batch_size)
-    finally:
-        writer.close()  # also on Ctrl-C: the transaction must not end while the writer still runs
-        sys.setswitchinterval(interval)
+    store = contact_store(conn, source=result.source, now=utcnow())
+    _parse_rows(
+        table, parser, lambda batch: _apply(conn, batch, result, store), result, rejects, progress, batch_size
+    )
 
 
 def _parse_rows(
     table: Table,
     parser: _RowParser,
-    writer: _BatchWriter,
+    apply: Callable[[list[_Candidate]], None],
     result: ImportResult,
     rejects: _RejectsWriter | None,
     progress: ProgressCallback | None,
@@ -362,13 +311,12 @@ def _parse_rows(
         seen[candidate.office_key] = row
         batch.append(candidate)
         if len(batch) >= batch_size:
-            writer.put(batch)
+            apply(batch)
             batch = []
             if progress is not None:
                 progress(done, table.progress())
     if batch:
-        writer.put(batch)
-    writer.close()
+        apply(batch)
     if progress is not None:
         progress(done, 1.0)
 
