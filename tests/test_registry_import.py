@@ -464,8 +464,13 @@ def test_postgresql(pg_url: str, tmp_path: Path) -> None:
         path = copy("raad-cp1252.csv", tmp_path)
         first = import_contacts(engine, path)
         assert first.inserted == 9
+        key = email_key("zoe.bakker@utrecht.example.nl")
+        with Session(engine) as session:
+            session.add(Suppression(key_hash=email_hash(key), email_key=key, reason="opt-out", source="imap"))
+            session.commit()
         again = import_contacts(engine, path)
         assert again.unchanged == 9
+        assert again.suppressed == {"opt-out": 1}
         people = contacts_by_email(engine)
         assert people["a.vanderberg@utrecht.example.nl"].voornaam == "Anaïs"
         assert people["renee.devries@utrecht.example.nl"].imported_at.tzinfo is None
