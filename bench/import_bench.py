@@ -1,12 +1,13 @@
 """Benchmark of `outreach contacts import`: 100,000 generated rows, rows/s and peak RSS.
 
-    .venv/bin/python -m bench.import_bench [--rows 100000] [--database URL] [--write-docs]
+    .venv/bin/python -m bench.import_bench [--rows 100000] [--runs 3] [--database URL]
 
 Generates a council list the way staff receive one (Windows-1252, ';', CRLF, Dutch headers, every
 municipality, names with tussenvoegsels and accents, a few bad rows), imports it into a fresh database
-(SQLite in a temporary folder unless --database is given), then imports it again (every row unchanged).
+(SQLite in a temporary folder unless --database is given) after a --dry-run check, then imports it again
+(every row unchanged).
 The import runs in a child process so its peak RSS is its own, not the generator's.
-With --write-docs the figures replace the ``## Import`` section of docs/performance.md.
+It prints a ``## Import`` section; docs/performance.md holds the recorded one, with the analysis.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-DOC = REPO / "docs" / "performance.md"
 TARGET_ROWS_PER_S = 20_000
 TARGET_RSS_MB = 150
 
@@ -203,17 +203,6 @@ def table_row(label: str, run: dict[str, Any]) -> str:
     return "| " + " | ".join([*cells, *timing]) + " |"
 
 
-def write_docs(section: str) -> None:
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Performance\n"
-    start = text.find("\n## Import\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[: start + 1] + section + (text[end:] if end != -1 else "")
-    DOC.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -221,7 +210,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3, help="fresh SQLite databases; the median run is shown")
     parser.add_argument("--database", help="an empty database URL (default: SQLite in a temporary folder)")
-    parser.add_argument("--write-docs", action="store_true", help="record the figures in docs/performance.md")
     parser.add_argument("--child", nargs=2, metavar=("FILE", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -248,7 +236,7 @@ def main() -> None:
     database = "PostgreSQL 15 on 127.0.0.1" if args.database else "SQLite (WAL, file in /tmp)"
     section = f"""## Import
 
-`bench/import_bench.py` (`.venv/bin/python -m bench.import_bench --write-docs`): {args.rows:,} generated
+`bench/import_bench.py` (`.venv/bin/python -m bench.import_bench`): {args.rows:,} generated
 rows ({size_mb:.1f} MB, Windows-1252, `;`, CRLF, every municipality by name, alias or code, about 1 in 500
 rows bad) into a fresh {database} database: checked with `--dry-run`, imported, imported again. The
 median of {len(runs)} run(s) by first-import time (first imports of all runs: {spread} rows/s).
@@ -270,8 +258,6 @@ Machine: {platform.machine()}, {platform.python_implementation()} {platform.pyth
     first = figures["first"]
     ok = first["rows_per_s"] >= TARGET_ROWS_PER_S and figures["peak_rss_mb"] < TARGET_RSS_MB
     print("targets met" if ok else "TARGETS MISSED", file=sys.stderr)
-    if args.write_docs:
-        write_docs(section)
 
 
 if __name__ == "__main__":
