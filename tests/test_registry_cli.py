@@ -207,3 +207,10 @@ def test_show_a_contact_and_its_suppression(
     code, out, err = run(runner, db_url, "contacts", "show", "niemand@example.nl")
     assert (code, out) == (1, "")
     assert err == "Error: no contact with e-mail address 'niemand@example.nl'\n"
+
+
+def test_list_of_an_empty_registry(runner: CliRunner, db_url: str) -> None:
+    run(runner, db_url, "init")
+    assert run(runner, db_url, "contacts", "list") == (0, "", "No contacts match.\n")
+    code, out, _ = run(runner, db_url, "contacts", "list", "--json")
+    assert (code, json.loads(out)) == (0, [])

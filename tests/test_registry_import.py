@@ -535,3 +535,26 @@ def test_both_stores_write_the_same_rows(
     with Session(registry) as session:
         stored = session.exec(select(Contact).where(col(Contact.email_key) == "hj@example.nl")).one()
     assert (stored.term_end, stored.active, stored.imported_at.tzinfo) == (date(2030, 3, 28), True, None)
+
+
+def test_rejects_file_that_cannot_be_written_stops_the_import(registry: Engine, tmp_path: Path) -> None:
+    path = copy("griffies-utf8-bom.csv", tmp_path)
+    with pytest.raises(ImportFileError, match=r"cannot write the rejects file") as caught:
+        import_contacts(registry, path, rejects_path=tmp_path / "nergens" / "fouten.csv")
+    assert caught.value.hint == "name another place with --rejects PATH"
+    assert contact_count(registry) == 0
+
+
+def test_rejects_of_a_workbook_are_semicolon_separated_for_dutch_excel(
+    registry: Engine, write_xlsx: WriteXlsx
+) -> None:
+    path = write_xlsx(
+        {"Blad1": [["E-mail", "Functie", "Gemeente"], ["x@example.nl", "Raadslid", "Atlantis"]]}
+    )
+    result = import_contacts(registry, path)
+    assert result.rejects_path is not None
+    lines = result.rejects_path.read_text(encoding="utf-8-sig").splitlines()
+    assert lines == [
+        "row;reason;E-mail;Functie;Gemeente",
+        "2;unknown municipality 'Atlantis';x@example.nl;Raadslid;Atlantis",
+    ]
