@@ -243,8 +243,13 @@ def test_untrusted_certificate_is_one_clear_error(
     assert {d.state for d in states(engine).values()} == {"pending"}
 
 
+@pytest.mark.parametrize("compose_process", [False, True], ids=["compose-on-thread", "composer-process"])
 def test_suppressed_contacts_are_skipped_with_the_reason(
-    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    compose_process: bool,
 ) -> None:
     campaign = make_campaign()
     addresses = add_raadsleden(engine, 4)
@@ -253,7 +258,9 @@ def test_suppressed_contacts_are_skipped_with_the_reason(
         session.add(Suppression(key_hash=email_hash(key), email_key=key, reason="opt-out", source="manual"))
         session.commit()
     server = smtpd()
-    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    summary = run_send(
+        engine, smtp_settings(db_url, server.port), campaign, options(compose_process=compose_process)
+    )
     rows = states(engine)
     assert rows[addresses[0]].state == "skipped"
     assert rows[addresses[0]].skip_reason == "suppressed: opt-out"
@@ -322,8 +329,13 @@ def test_outside_the_sending_window_nothing_is_sent(
     assert summary.exit_code == 1
 
 
+@pytest.mark.parametrize("compose_process", [False, True], ids=["compose-on-thread", "composer-process"])
 def test_a_contact_added_after_approval_that_cannot_be_rendered_is_held_back(
-    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    compose_process: bool,
 ) -> None:
     # The letter needs the recipient's first name; everyone present at approval has one.
     campaign = make_campaign(approve=False)
@@ -339,7 +351,9 @@ def test_a_contact_added_after_approval_that_cannot_be_rendered_is_held_back(
     late = add_raadsleden(engine, 1, start=100)[0]  # imported after approval, without a first name
 
     server = smtpd()
-    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    summary = run_send(
+        engine, smtp_settings(db_url, server.port), campaign, options(compose_process=compose_process)
+    )
     rows = states(engine)
     assert [rows[address].state for address in addresses] == ["sent"] * 3
     assert rows[late].state == "skipped"

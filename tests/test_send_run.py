@@ -6,6 +6,7 @@ import email
 import email.policy
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
@@ -26,13 +27,20 @@ def deliveries(engine: Engine) -> list[Delivery]:
         return list(session.exec(select(Delivery).order_by(col(Delivery.id))))
 
 
+@pytest.mark.parametrize("compose_process", [False, True], ids=["compose-on-thread", "composer-process"])
 def test_every_recipient_gets_exactly_one_letter(
-    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+    engine: Engine,
+    db_url: str,
+    make_campaign: CampaignFactory,
+    smtpd: Callable[..., SmtpServer],
+    compose_process: bool,
 ) -> None:
     campaign = make_campaign()
     addresses = add_raadsleden(engine, 60)
     server = smtpd(pipelining=True)
-    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, options())
+    summary = run_send(
+        engine, smtp_settings(db_url, server.port), campaign, options(compose_process=compose_process)
+    )
     assert summary.sent == 60
     assert summary.exit_code == 0
     assert sorted(r for m in server.handler.messages for r in m.rcpt_tos) == sorted(addresses)

@@ -87,6 +87,41 @@ def test_a_killed_sender_resumes_without_duplicates_or_loss(
     assert_exactly_once(server, engine, addresses)
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"  # a zombie waiting for init to reap it
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the child")
+def test_a_killed_sender_with_a_composer_process_leaves_no_orphan_and_no_duplicate(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 1200, domain_count=50)  # enough for a composer process
+    server = smtpd(pipelining=True)
+    server.handler.delay = 0.01
+    process = sender(db_url, server.port, "--concurrency", "3")
+    wait_for(lambda: len(server.handler.messages) >= 30 and bool(_children(process.pid)), "a composer")
+    composers = _children(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    wait_for(lambda: all(_gone(pid) for pid in composers), "the composer process to exit", timeout=20)
+
+    server.handler.delay = 0
+    summary = run_send(engine, smtp_settings(db_url, server.port), campaign, SendOptions(concurrency=4))
+    assert summary.recovery is not None and summary.recovery.workers
+    assert summary.counts.get("unknown", 0) <= 3
+    assert_exactly_once(server, engine, addresses)
+
+
 def test_ctrl_c_settles_what_is_in_flight_and_says_how_to_resume(
     engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
 ) -> None:

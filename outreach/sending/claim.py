@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Dialect, Engine, Table, and_, func, or_, select, update
 
 from outreach.letters.ids import message_id, new_token
 from outreach.models import Campaign, Contact, Delivery, DeliveryState
@@ -96,43 +96,75 @@ def claim_batch(
     retry_unknown: bool,
     message_domain: str,
 ) -> list[ClaimedRow]:
-    """Claim up to ``limit`` due deliveries for ``worker`` in one transaction; gives each its token.
+    """Claim up to ``limit`` due deliveries for ``worker`` in a transaction of its own (see ``claim``)."""
+    with engine.begin() as conn:
+        return claim(
+            conn,
+            campaign_id=campaign_id,
+            worker=worker,
+            now=now,
+            lease=lease,
+            limit=limit,
+            retry_unknown=retry_unknown,
+            message_domain=message_domain,
+        )
 
-    The token (and Message-ID built from it) is created on first claim and kept ever after, so a retry
-    of a deferred or unknown letter carries the same Message-ID and replies always match.
+
+def claim(
+    conn: Connection,
+    *,
+    campaign_id: int,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    limit: int,
+    retry_unknown: bool,
+    message_domain: str,
+) -> list[ClaimedRow]:
+    """Claim up to ``limit`` due deliveries for ``worker`` in the caller's transaction, oldest first;
+    gives each its token.
+
+    One set-based ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, then the
+    tokens of rows claimed for the first time in one driver-level ``executemany``. The token (and the
+    Message-ID built from it) is created on first claim and kept ever after, so a retry of a deferred or
+    unknown letter carries the same Message-ID and replies always match.
     """
     # Every claim sets lease_until and every release clears it, so "no lease or an expired one" is free.
     free = or_(D.lease_until.is_(None), D.lease_until < now)
-    query = (
-        select(D.id, D.contact_id, D.state, D.attempts, D.token, D.message_id)
+    picked = (
+        select(D.id)
         .where(D.campaign_id == campaign_id, due_condition(now, retry_unknown=retry_unknown), free)  # type: ignore[arg-type]
         .order_by(D.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    returned = conn.execute(
+        update(DELIVERY)
+        .where(D.id.in_(picked.scalar_subquery()))
+        .values(claimed_by=worker, lease_until=now + lease)
+        .returning(D.id, D.contact_id, D.state, D.attempts, D.token, D.message_id)
+    ).all()
     claimed: list[ClaimedRow] = []
-    with engine.begin() as conn:
-        rows = conn.execute(query).all()
-        if not rows:
-            return []
-        params = []
-        for row in rows:
-            token = row.token or new_token()
-            mid = row.message_id or message_id(token, message_domain)
-            claimed.append(ClaimedRow(row.id, row.contact_id, row.state, row.attempts, token, mid))
-            params.append({"b_id": row.id, "b_token": token, "b_mid": mid})
-        conn.execute(
-            update(DELIVERY)
-            .where(D.id == bindparam("b_id"))
-            .values(
-                claimed_by=worker,
-                lease_until=now + lease,
-                token=bindparam("b_token"),
-                message_id=bindparam("b_mid"),
-            ),
-            params,
+    tokens: list[tuple[str, str, int]] = []
+    for row in sorted(returned, key=lambda r: r.id):
+        token, mid = row.token, row.message_id
+        if token is None or mid is None:
+            token = token or new_token()
+            mid = mid or message_id(token, message_domain)
+            tokens.append((token, mid, row.id))
+        claimed.append(ClaimedRow(row.id, row.contact_id, row.state, row.attempts, token, mid))
+    if tokens:
+        m = placeholder(conn.dialect)
+        conn.exec_driver_sql(
+            f"UPDATE {DELIVERY.name} SET token = {m}, message_id = {m} WHERE id = {m}",
+            tokens,
         )
     return claimed
+
+
+def placeholder(dialect: Dialect) -> str:
+    """The driver's positional parameter marker, for the few hot statements sent as plain SQL."""
+    return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
 def renew_lease(conn: Connection, *, campaign_id: int, worker: str, until: datetime) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from outreach.errors import AddressError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import CampaignConfig
@@ -22,11 +22,24 @@ from outreach.sending.plan import SKIP_FORGOTTEN, SKIP_INVALID, SKIP_SUPPRESSED
 _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9@._+-]")
 
 
+def reading_engine(engine: Engine) -> Engine:
+    """An engine for the recipients query that takes no lock on SQLite.
+
+    outreach.db begins every SQLite transaction with ``BEGIN IMMEDIATE``, the write lock, which is right
+    for writers. Reading the recipients of a batch under it would make the state writer wait (or, on
+    the event loop, retry on its thread) once per batch; a plain pysqlite connection reads without
+    taking it (WAL: readers never block the writer). An in-memory database is private to its engine.
+    """
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    return create_engine(engine.url, connect_args={"check_same_thread": False, "timeout": 30})
+
+
 class CampaignLetters:
     """``LetterSource`` for a campaign: one query for the recipients of a batch, then compose (and sign)."""
 
     def __init__(self, engine: Engine, campaign: CampaignConfig) -> None:
-        self._engine = engine
+        self._engine = reading_engine(engine)
         self._campaign = campaign
         self._composer = LetterComposer(campaign)
         sending = campaign.sending

@@ -56,12 +56,12 @@ from outreach.sending.claim import (
     ClaimedRow,
     D,
     Recovery,
-    claim_batch,
     due_condition,
     new_worker_id,
     recover_abandoned,
 )
 from outreach.sending.classify import Classification, Verdict, classify_smtp_error
+from outreach.sending.composer import ComposerProcess
 from outreach.sending.jobs import Job, LetterSource
 from outreach.sending.plan import PlanResult, plan_deliveries
 from outreach.sending.smtp import ConnectFailedError, ConnectionLostError, SmtpConnection, SmtpReplyError
@@ -69,6 +69,11 @@ from outreach.sending.throttle import DomainScheduler, monotonic
 from outreach.sending.writer import StateWriter, Transition, WriterFailedError
 
 log = logging.getLogger(__name__)
+
+
+#: From this many due letters on, letters are composed in a process of their own (its start-up, about a
+#: second of CPU on the other core, then pays for itself).
+COMPOSER_PROCESS_MIN = 1_000
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class SendOptions:
     batch_size: int = 200  # deliveries per claim
     lease: timedelta = timedelta(minutes=2)  # how long a claim holds without renewal
     connect_attempts: int = 3  # tries to open a connection before that connection slot gives up
+    # Claim and compose in a second process (outreach.sending.composer): None decides by the number of
+    # letters due (worth its start-up from COMPOSER_PROCESS_MIN letters on); True/False force it.
+    compose_process: bool | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -188,6 +196,7 @@ def run_send(
     from outreach.letters.approval import require_approval
 
     require_approval(engine, campaign)
+    own_letters = letters is None
     if letters is None:
         from outreach.sending.letters import CampaignLetters
 
@@ -214,6 +223,8 @@ def run_send(
         sender = _Sender(engine, settings, campaign, campaign_id, options, letters, progress or _NoProgress())
         sender.summary = summary
         summary.worker = sender.worker
+        if _use_composer_process(engine, options, summary.due, own_letters):
+            sender.start_composer()
         # The producer composes letters on a thread; with the default 5 ms switch interval the event
         # loop waits that long for the GIL each time it wants to answer a server. 1 ms keeps the
         # connections fed (measured in bench/send_bench.py).
@@ -230,6 +241,16 @@ def run_send(
     summary.elapsed = time.perf_counter() - started
     summary.counts, summary.elsewhere = delivery_counts(engine, campaign_id, worker=summary.worker)
     return summary
+
+
+def _use_composer_process(engine: Engine, options: SendOptions, due: int, own_letters: bool) -> bool:
+    # An injected LetterSource runs in this process; an in-memory SQLite database is invisible to another.
+    database = engine.url.database
+    if not own_letters or (engine.dialect.name == "sqlite" and database in (None, "", ":memory:")):
+        return False
+    if options.compose_process is not None:
+        return options.compose_process
+    return due >= COMPOSER_PROCESS_MIN
 
 
 def count_due(engine: Engine, campaign_id: int, now: datetime, *, retry_unknown: bool) -> int:
@@ -359,6 +380,13 @@ class _Sender:
         self._gave_up = 0
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.composer: ComposerProcess | None = None
+
+    def start_composer(self) -> None:
+        """Claim and compose in a second process. It starts in the background; until it is ready, the
+        producer composes on a thread as without it."""
+        url = self.engine.url.render_as_string(hide_password=False)
+        self.composer = ComposerProcess(url, self.campaign)
 
     # --------------------------------------------------------------------------------- lifecycle
 
@@ -394,7 +422,12 @@ class _Sender:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal)
         writer = self.writer = StateWriter(
-            self.engine, campaign_id=self.campaign_id, worker=self.worker, lease=self.options.lease
+            self.engine,
+            campaign_id=self.campaign_id,
+            worker=self.worker,
+            lease=self.options.lease,
+            retry_unknown=self.options.retry_unknown,
+            message_domain=self.campaign.message_domain,
         )
         writer.start()
         self.progress.start(self.summary.due)
@@ -435,6 +468,9 @@ class _Sender:
 
     async def _settle(self) -> None:
         """Return unsent claims to the pool; anything still ``sending`` (hard stop) becomes ``unknown``."""
+        if self.composer is not None:
+            # First: a claim the composer is making now must be committed before the claims are given back.
+            await asyncio.to_thread(self.composer.close)
         writer = self.writer
         if writer.error is None:
             try:
@@ -478,7 +514,7 @@ class _Sender:
         assert self._want_more is not None and self._changed is not None
         options = self.options
         limit = options.limit if options.limit is not None else math.inf
-        low_water = max(options.batch_size, options.concurrency * 4)
+        low_water = self._low_water()
         window = None if options.ignore_window else self.campaign.sending.window
         try:
             while not self._stopping and self._claimed < limit:
@@ -492,17 +528,7 @@ class _Sender:
                     self.stop("the sending window closed")
                     break
                 size = int(min(options.batch_size, limit - self._claimed))
-                rows = await asyncio.to_thread(
-                    claim_batch,
-                    self.engine,
-                    campaign_id=self.campaign_id,
-                    worker=self.worker,
-                    now=now,
-                    lease=options.lease,
-                    limit=size,
-                    retry_unknown=options.retry_unknown,
-                    message_domain=self.campaign.message_domain,
-                )
+                rows, jobs, unsendable = await self._claim_and_compose(size, now)
                 if not rows:
                     # Before calling it a day: rows of a worker that died meanwhile (on PostgreSQL, in
                     # another process) come back to the pool now rather than at the next run.
@@ -517,7 +543,6 @@ class _Sender:
                         continue
                     break
                 self._claimed += len(rows)
-                jobs, unsendable = await asyncio.to_thread(self.letters.compose, rows, now)
                 for row, reason in unsendable:
                     self.writer.record(Transition(row.id, SKIPPED, error=reason))
                     self.summary.skipped += 1
@@ -534,11 +559,30 @@ class _Sender:
             self._producer_done = True
             self._changed.set()
 
+    def _low_water(self) -> int:
+        # With a composer process the next batch is composed while the connections empty the buffer,
+        # so the buffer must last longer than composing one batch takes.
+        batches = 2 if self.composer is not None else 1
+        return max(self.options.batch_size * batches, self.options.concurrency * 4)
+
+    async def _claim_and_compose(
+        self, size: int, now: datetime
+    ) -> tuple[list[ClaimedRow], list[Job], list[tuple[ClaimedRow, str]]]:
+        rows = await self.writer.claim(size, now)
+        if not rows:
+            return [], [], []
+        composer = self.composer
+        # Automatic: compose here until the composer process has started. Forced: wait for it.
+        use_composer = composer is not None and (composer.ready or self.options.compose_process is True)
+        compose = composer.compose if composer is not None and use_composer else self.letters.compose
+        jobs, unsendable = await asyncio.to_thread(compose, rows, now)
+        return rows, jobs, unsendable
+
     # -------------------------------------------------------------------------------- connections
 
     async def _next_job(self) -> Job | None:
         assert self._changed is not None and self._want_more is not None
-        low_water = max(self.options.batch_size, self.options.concurrency * 4)
+        low_water = self._low_water()
         while not self._stopping:
             job, wait = self.scheduler.take(self.clock())
             if len(self.scheduler) < low_water:
@@ -585,6 +629,15 @@ class _Sender:
             await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     async def _deliver(self, connection: SmtpConnection, job: Job) -> None:
+        # Most letters go through on the first try: building tenacity's retry machinery for each of
+        # them cost about a quarter of the event loop's time per letter (py-spy), so it is built only
+        # when a try failed. Replaying that failure as tenacity's first attempt keeps the schedule and
+        # the stop conditions exactly as if tenacity had run it.
+        try:
+            await self._attempt(connection, job)
+            return
+        except _Transient as exc:
+            first_failure: _Transient | None = exc
         options = self.options
         retrying = AsyncRetrying(
             stop=stop_any(stop_after_attempt(options.attempts_per_run), _StopWhen(lambda: self._stopping)),
@@ -598,6 +651,9 @@ class _Sender:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if first_failure is not None:
+                        failure, first_failure = first_failure, None
+                        raise failure
                     await self._attempt(connection, job)
         except _Transient as exc:
             if job.attempted:

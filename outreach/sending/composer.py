@@ -1,0 +1,159 @@
+"""Composing letters in a process of its own, so that the second core does that work.
+
+Composing a letter (templates, MIME, quoted-printable) costs more CPU than sending it and recording its
+state together. On a thread it shares the GIL with the event loop that serves the SMTP connections, and
+each batch it composes stalls them. ``ComposerProcess`` runs ``CampaignLetters.compose`` in a child
+process instead: the parent claims a batch (claiming is a database write, and it stays with the parent's
+state writer), sends the claimed rows, and the child reads the recipients with a read-only query of its
+own, composes (and DKIM-signs) the letters and sends back the bytes and the rows to skip. The child never
+writes to the database.
+
+The child is started with ``spawn`` (a fresh interpreter: no database connection, lock or thread of the
+parent is inherited) and exits when the parent closes the pipe, or dies (the pipe reads end-of-file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import signal
+import threading
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.connection import Connection
+from typing import Any
+
+from outreach.errors import DatabaseError, OutreachError
+from outreach.sending.claim import ClaimedRow
+from outreach.sending.jobs import Job
+
+
+class ComposerProcessError(OutreachError):
+    """The composing process stopped or failed unexpectedly."""
+
+
+class ComposerProcess:
+    """The parent's handle on the child. ``request`` and ``receive`` are blocking (call them on a thread)."""
+
+    def __init__(self, database_url: str, campaign: Any) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=_child_main,
+            args=(child_conn, database_url, campaign),
+            name="outreach-composer",
+            daemon=True,
+        )
+        self._process.start()
+        child_conn.close()
+        self._ready = False
+        # Held while a request is out: closing the pipe under a thread blocked in recv() would not wake it.
+        self._busy = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        """The child has started and compiled the templates (never blocks)."""
+        if not self._ready and self._conn.poll():
+            self._ready = self._take() == "ready"
+        return self._ready
+
+    def compose(
+        self, rows: Sequence[ClaimedRow], now: datetime
+    ) -> tuple[list[Job], list[tuple[ClaimedRow, str]]]:
+        """Blocking: the letters of ``rows``, as ``LetterSource.compose``."""
+        with self._busy:
+            if not self._ready:
+                self._ready = self._take() == "ready"
+            try:
+                self._conn.send((list(rows), now))
+            except OSError as exc:
+                raise self._died(exc) from None
+            result = self._take()
+        jobs, unsendable = result
+        return jobs, unsendable
+
+    def _take(self) -> Any:
+        try:
+            message = self._conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self._died(exc) from None
+        if isinstance(message, _Failure):
+            raise message.rebuild()
+        return message
+
+    def _died(self, exc: BaseException) -> ComposerProcessError:
+        self._process.join(1)
+        code = self._process.exitcode
+        return ComposerProcessError(f"the letter-composing process stopped (exit code {code}): {exc}")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Let the child finish what it is doing (a claim in progress commits) and exit."""
+        # A batch being composed is waited for (it takes milliseconds); its rows stay claimed by the
+        # parent, which gives back whatever it did not send.
+        with self._busy:
+            self._conn.close()
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    kind: type[OutreachError] | None
+    message: str
+    hint: str | None
+
+    def rebuild(self) -> OutreachError:
+        if self.kind is None:
+            return ComposerProcessError(self.message)
+        error = self.kind.__new__(self.kind)
+        OutreachError.__init__(error, self.message, hint=self.hint)
+        return error
+
+
+def _child_main(conn: Connection, database_url: str, campaign: Any) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides how to stop and then closes the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        from outreach.db import make_engine
+        from outreach.sending.letters import CampaignLetters
+
+        engine = make_engine(database_url)
+        letters = CampaignLetters(engine, campaign)
+    except BaseException as exc:  # reported to the parent, which stops the run
+        _send_failure(conn, exc)
+        return
+    try:
+        conn.send("ready")
+        while True:
+            try:
+                rows, now = conn.recv()
+            except EOFError:
+                return
+            try:
+                result = letters.compose(rows, now)
+            except BaseException as exc:  # reported to the parent, which stops the run
+                _send_failure(conn, exc)
+                continue
+            conn.send(result)
+    except OSError:
+        return  # the parent is gone or closed the pipe
+    finally:
+        engine.dispose()
+
+
+def _send_failure(conn: Connection, exc: BaseException) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, OutreachError):
+        failure = _Failure(type(exc), exc.message, exc.hint)
+    elif isinstance(exc, SQLAlchemyError):
+        failure = _Failure(DatabaseError, f"cannot read the recipients: {exc}", None)
+    else:
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        failure = _Failure(None, f"the letter-composing process failed:\n{text}", None)
+    with contextlib.suppress(OSError):
+        conn.send(failure)
