@@ -23,7 +23,7 @@ WriteXlsx = Callable[..., Path]
 
 
 @pytest.fixture
-def registry(engine: Engine) -> Iterator[Engine]:
+def registry_engine(engine: Engine) -> Iterator[Engine]:
     """The test database with the 342 municipalities loaded, as after `outreach init`."""
     load_municipalities(engine)
     yield engine

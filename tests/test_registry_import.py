@@ -54,11 +54,11 @@ def municipality_code(engine: Engine, contact: Contact) -> str:
         return found.cbs_code
 
 
-def test_windows_1252_council_list(registry: Engine, tmp_path: Path) -> None:
-    result = import_contacts(registry, copy("raad-cp1252.csv", tmp_path))
+def test_windows_1252_council_list(registry_engine: Engine, tmp_path: Path) -> None:
+    result = import_contacts(registry_engine, copy("raad-cp1252.csv", tmp_path))
     assert_adds_up(result, 9)
     assert (result.inserted, result.rejected, result.rejects_path) == (9, 0, None)
-    people = contacts_by_email(registry)
+    people = contacts_by_email(registry_engine)
     anais = people["a.vanderberg@utrecht.example.nl"]
     assert (anais.voornaam, anais.tussenvoegsel, anais.achternaam, anais.sort_name) == (
         "Anaïs",
@@ -67,26 +67,26 @@ def test_windows_1252_council_list(registry: Engine, tmp_path: Path) -> None:
         "berg",
     )
     assert (anais.role, anais.party, anais.source) == ("raadslid", "GroenLinks-PvdA", "raad-cp1252.csv")
-    assert municipality_code(registry, anais) == "GM0344"
+    assert municipality_code(registry_engine, anais) == "GM0344"
     renee = people["renee.devries@utrecht.example.nl"]
     assert (renee.role, renee.portfolio) == ("wethouder", "Jeugd")  # from "Wethouder Jeugd"
     assert people["j.muller@utrecht.example.nl"].portfolio == "Financiën"
     assert people["g.vandam@utrecht.example.nl"].tussenvoegsel == "van"  # "Van" in the file
     assert people["g.vandam@utrecht.example.nl"].role == "raadslid"  # "Gemeenteraadslid"
     assert people["b.lefevre@utrecht.example.nl"].role == "burgerraadslid"  # not a raadslid
-    assert municipality_code(registry, people["s.dewal@sudwestfryslan.example.nl"]) == "GM1900"
+    assert municipality_code(registry_engine, people["s.dewal@sudwestfryslan.example.nl"]) == "GM1900"
     griffie = people["griffie@utrecht.example.nl"]
     assert (griffie.role, griffie.achternaam, griffie.voornaam) == ("griffie", None, None)
     assert griffie.office_key == office_key("griffie@utrecht.example.nl", "GM0344", "griffie")
     assert griffie.email_hash == email_hash(email_key("griffie@utrecht.example.nl"))
 
 
-def test_single_name_column_codes_and_a_line_break_in_a_name(registry: Engine, tmp_path: Path) -> None:
-    result = import_contacts(registry, copy("griffies-utf8-bom.csv", tmp_path))
+def test_single_name_column_codes_and_a_line_break_in_a_name(registry_engine: Engine, tmp_path: Path) -> None:
+    result = import_contacts(registry_engine, copy("griffies-utf8-bom.csv", tmp_path))
     assert_adds_up(result, 5)
     assert (result.inserted, result.rejected) == (4, 1)
     assert result.ignored_columns == ["Adres"]
-    people = contacts_by_email(registry)
+    people = contacts_by_email(registry_engine)
     berg = people["hj.vanderberg@denhaag.example.nl"]
     assert (berg.voorletters, berg.tussenvoegsel, berg.achternaam, berg.aanspreekvorm) == (
         "H.J.",
@@ -94,7 +94,7 @@ def test_single_name_column_codes_and_a_line_break_in_a_name(registry: Engine, t
         "Berg",
         "heer",
     )
-    assert municipality_code(registry, berg) == "GM0518"
+    assert municipality_code(registry_engine, berg) == "GM0518"
     peer = people["p.bemelmans@maastricht.example.nl"]
     assert (peer.voorletters, peer.voornaam, peer.achternaam, peer.portfolio) == (
         "P.J.F.",
@@ -109,8 +109,8 @@ def test_single_name_column_codes_and_a_line_break_in_a_name(registry: Engine, t
         "mevrouw",
         "griffier",
     )
-    assert municipality_code(registry, devries) == "GM0820"
-    assert municipality_code(registry, people["anouk.intveld@zwolle.example.nl"]) == "GM0193"
+    assert municipality_code(registry_engine, devries) == "GM0820"
+    assert municipality_code(registry_engine, people["anouk.intveld@zwolle.example.nl"]) == "GM0193"
     [reject] = rejects_of(result)
     assert reject["row"] == "6"
     assert reject["reason"] == "line feed (LF) in column A (Naam)"
@@ -118,24 +118,24 @@ def test_single_name_column_codes_and_a_line_break_in_a_name(registry: Engine, t
     assert result.rejects_path == tmp_path / "griffies-utf8-bom.rejects.csv"
 
 
-def test_bergen_is_settled_by_province_and_rejected_without(registry: Engine, tmp_path: Path) -> None:
-    result = import_contacts(registry, copy("bergen-utf8.csv", tmp_path))
+def test_bergen_is_settled_by_province_and_rejected_without(registry_engine: Engine, tmp_path: Path) -> None:
+    result = import_contacts(registry_engine, copy("bergen-utf8.csv", tmp_path))
     assert (result.inserted, result.rejected, result.header_row) == (2, 1, 2)
-    people = contacts_by_email(registry)
-    assert municipality_code(registry, people["k.zonneveld@bergen-nh.example.nl"]) == "GM0373"
-    assert municipality_code(registry, people["r.peeters@bergen-l.example.nl"]) == "GM0893"
+    people = contacts_by_email(registry_engine)
+    assert municipality_code(registry_engine, people["k.zonneveld@bergen-nh.example.nl"]) == "GM0373"
+    assert municipality_code(registry_engine, people["r.peeters@bergen-l.example.nl"]) == "GM0893"
     [reject] = rejects_of(result)
     assert reject["row"] == "5"
     assert "ambiguous" in reject["reason"] and "GM0373" in reject["reason"] and "GM0893" in reject["reason"]
 
 
-def test_utf16_tab_separated(registry: Engine, tmp_path: Path) -> None:
-    result = import_contacts(registry, copy("excel-unicode-tekst.txt", tmp_path))
+def test_utf16_tab_separated(registry_engine: Engine, tmp_path: Path) -> None:
+    result = import_contacts(registry_engine, copy("excel-unicode-tekst.txt", tmp_path))
     assert (result.inserted, result.encoding, result.delimiter) == (2, "utf-16", "\t")
-    assert contacts_by_email(registry)["o.celik@rotterdam.example.nl"].achternaam == "Çelik"
+    assert contacts_by_email(registry_engine)["o.celik@rotterdam.example.nl"].achternaam == "Çelik"
 
 
-def test_reimport_updates_changes_and_leaves_the_rest(registry: Engine, write_csv: WriteCsv) -> None:
+def test_reimport_updates_changes_and_leaves_the_rest(registry_engine: Engine, write_csv: WriteCsv) -> None:
     first = write_csv(
         [
             HEADER,
@@ -145,8 +145,8 @@ def test_reimport_updates_changes_and_leaves_the_rest(registry: Engine, write_cs
         ],
         name="raad-2025.csv",
     )
-    import_contacts(registry, first)
-    before = contacts_by_email(registry)
+    import_contacts(registry_engine, first)
+    before = contacts_by_email(registry_engine)
     second = write_csv(
         [
             HEADER,
@@ -166,11 +166,11 @@ def test_reimport_updates_changes_and_leaves_the_rest(registry: Engine, write_cs
         ],
         name="raad-2026.csv",
     )
-    result = import_contacts(registry, second, source="griffie Utrecht, maart 2026")
+    result = import_contacts(registry_engine, second, source="griffie Utrecht, maart 2026")
     assert_adds_up(result, 4)
     # Jan: the address differs only in case, but the given spelling is kept, so that is a change.
     assert (result.inserted, result.updated, result.unchanged) == (1, 2, 1)
-    after = contacts_by_email(registry)
+    after = contacts_by_email(registry_engine)
     els = after["els.mulder@utrecht.example.nl"]
     assert els.portfolio == "Jeugd, Onderwijs"
     assert els.party == "D66"  # an empty cell never erases what is known
@@ -178,7 +178,7 @@ def test_reimport_updates_changes_and_leaves_the_rest(registry: Engine, write_cs
     assert els.imported_at == before["els.mulder@utrecht.example.nl"].imported_at
     assert els.updated_at > before["els.mulder@utrecht.example.nl"].updated_at
     piet = before["piet.bos@utrecht.example.nl"]
-    with Session(registry) as session:
+    with Session(registry_engine) as session:
         query = select(Contact).where(col(Contact.email_key) == "piet.bos@utrecht.example.nl")
         pieten = session.exec(query).all()
     assert sorted(p.role for p in pieten) == ["raadslid", "wethouder"]  # one person, two offices
@@ -189,11 +189,11 @@ def test_reimport_updates_changes_and_leaves_the_rest(registry: Engine, write_cs
         "Jan.VanDijk@Utrecht.example.nl",
         "Jan.VanDijk@utrecht.example.nl",
     )
-    assert contact_count(registry) == 4
+    assert contact_count(registry_engine) == 4
 
 
 def test_duplicates_in_the_file_are_reported_not_imported_twice(
-    registry: Engine, write_csv: WriteCsv
+    registry_engine: Engine, write_csv: WriteCsv
 ) -> None:
     path = write_csv(
         [
@@ -204,7 +204,7 @@ def test_duplicates_in_the_file_are_reported_not_imported_twice(
             ["Wim", "", "Griffioen", "Griffier", "", "griffie@zwolle.example.nl", "Zwolle", ""],
         ]
     )
-    result = import_contacts(registry, path)
+    result = import_contacts(registry_engine, path)
     assert_adds_up(result, 4)
     assert (result.inserted, result.duplicate, result.rejected) == (3, 1, 0)
     [duplicate] = rejects_of(result)
@@ -214,7 +214,9 @@ def test_duplicates_in_the_file_are_reported_not_imported_twice(
     )
 
 
-def test_control_characters_reject_the_row_and_only_that_row(registry: Engine, write_csv: WriteCsv) -> None:
+def test_control_characters_reject_the_row_and_only_that_row(
+    registry_engine: Engine, write_csv: WriteCsv
+) -> None:
     rows = [
         HEADER,
         ["Jan", "", "Jansen\rBcc: x@evil.example", "Raadslid", "", "jan@zwolle.example.nl", "Zwolle", ""],
@@ -223,7 +225,7 @@ def test_control_characters_reject_the_row_and_only_that_row(registry: Engine, w
         ["Ans", "", "Vos", "Raadslid", "SP", "ans@zwolle.example.nl", "Zwolle", ""],
     ]
     path = write_csv(rows, encoding="utf-8")
-    result = import_contacts(registry, path)
+    result = import_contacts(registry_engine, path)
     assert (result.inserted, result.rejected) == (1, 3)
     reasons = [r["reason"] for r in rejects_of(result)]
     assert reasons == [
@@ -231,10 +233,10 @@ def test_control_characters_reject_the_row_and_only_that_row(registry: Engine, w
         "NUL in column E (Fractie)",
         "control character U+2028 in column H (Portefeuille)",
     ]
-    assert list(contacts_by_email(registry)) == ["ans@zwolle.example.nl"]
+    assert list(contacts_by_email(registry_engine)) == ["ans@zwolle.example.nl"]
 
 
-def test_every_kind_of_bad_row_has_a_reason(registry: Engine, write_csv: WriteCsv) -> None:
+def test_every_kind_of_bad_row_has_a_reason(registry_engine: Engine, write_csv: WriteCsv) -> None:
     header = ["Naam", "Functie", "E-mail", "Gemeente", "Einde termijn"]
     path = write_csv(
         [
@@ -252,7 +254,7 @@ def test_every_kind_of_bad_row_has_a_reason(registry: Engine, write_csv: WriteCs
             [" ", "", "", "", ""],
         ]
     )
-    result = import_contacts(registry, path)
+    result = import_contacts(registry_engine, path)
     assert_adds_up(result, 10)
     assert (result.inserted, result.rejected, result.blank) == (1, 9, 1)
     reasons = {r["row"]: r["reason"] for r in rejects_of(result)}
@@ -266,28 +268,32 @@ def test_every_kind_of_bad_row_has_a_reason(registry: Engine, write_csv: WriteCs
     assert reasons["9"] == "Einde termijn 'volgend jaar' is not a date like 31-03-2030"
     assert reasons["10"].startswith("7 fields but the header has 5: a ';' inside a value that is not quoted?")
     assert result.reject_reasons["unknown municipality"] == 1
-    jan = contacts_by_email(registry)["jan@utrecht.example.nl"]
+    jan = contacts_by_email(registry_engine)["jan@utrecht.example.nl"]
     assert (jan.email, jan.term_end) == ("jan@utrecht.example.nl", date(2030, 3, 31))
 
 
-def test_dry_run_classifies_like_a_real_run_and_writes_nothing(registry: Engine, tmp_path: Path) -> None:
+def test_dry_run_classifies_like_a_real_run_and_writes_nothing(
+    registry_engine: Engine, tmp_path: Path
+) -> None:
     path = copy("griffies-utf8-bom.csv", tmp_path)
-    dry = import_contacts(registry, path, dry_run=True)
+    dry = import_contacts(registry_engine, path, dry_run=True)
     assert (dry.inserted, dry.rejected, dry.dry_run) == (4, 1, True)
-    assert contact_count(registry) == 0
+    assert contact_count(registry_engine) == 0
     assert dry.rejects_path is None
     assert not default_rejects_path(path).exists()
-    asked = import_contacts(registry, path, dry_run=True, rejects_path=tmp_path / "check.csv")
+    asked = import_contacts(registry_engine, path, dry_run=True, rejects_path=tmp_path / "check.csv")
     assert asked.rejects_path == tmp_path / "check.csv" and (tmp_path / "check.csv").exists()
-    real = import_contacts(registry, path)
+    real = import_contacts(registry_engine, path)
     assert (real.inserted, real.rejected) == (dry.inserted, dry.rejected)
-    again = import_contacts(registry, path, dry_run=True)
+    again = import_contacts(registry_engine, path, dry_run=True)
     assert (again.inserted, again.unchanged) == (0, 4)
 
 
-def test_an_interrupted_import_leaves_the_database_as_it_was(registry: Engine, write_csv: WriteCsv) -> None:
-    import_contacts(registry, copy("raad-cp1252.csv", write_csv([["x"]]).parent))
-    before = contact_count(registry)
+def test_an_interrupted_import_leaves_the_database_as_it_was(
+    registry_engine: Engine, write_csv: WriteCsv
+) -> None:
+    import_contacts(registry_engine, copy("raad-cp1252.csv", write_csv([["x"]]).parent))
+    before = contact_count(registry_engine)
     rows = [HEADER] + [
         ["Jan", "", f"Jansen{n}", "Raadslid", "VVD", f"jan{n}@zwolle.example.nl", "Zwolle", ""]
         for n in range(50)
@@ -303,41 +309,45 @@ def test_an_interrupted_import_leaves_the_database_as_it_was(registry: Engine, w
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        import_contacts(registry, path, progress=interrupt, batch_size=10)
-    assert contact_count(registry) == before
+        import_contacts(registry_engine, path, progress=interrupt, batch_size=10)
+    assert contact_count(registry_engine) == before
     assert not default_rejects_path(path).exists()
     assert not list(path.parent.glob(".*.tmp"))
-    result = import_contacts(registry, path, batch_size=10)  # the lock was released
+    result = import_contacts(registry_engine, path, batch_size=10)  # the lock was released
     assert (result.inserted, result.rejected) == (50, 1)
 
 
-def test_a_file_that_turns_out_unreadable_half_way_changes_nothing(registry: Engine, tmp_path: Path) -> None:
+def test_a_file_that_turns_out_unreadable_half_way_changes_nothing(
+    registry_engine: Engine, tmp_path: Path
+) -> None:
     path = copy("open-aanhalingsteken.csv", tmp_path)
     with pytest.raises(
         ImportFileError, match=r"open-aanhalingsteken.csv:3:B: a quote opened here is never closed"
     ):
         import_contacts(
-            registry, path, batch_size=1
+            registry_engine, path, batch_size=1
         )  # row 2 is written inside the transaction before row 3 is read
-    assert contact_count(registry) == 0
+    assert contact_count(registry_engine) == 0
 
 
 @pytest.mark.parametrize(
     "name", ["leeg.csv", "alleen-kop.csv", "geen-email.csv", "oud-excel.xls", "foto.png"]
 )
-def test_unimportable_files_raise_and_write_nothing(registry: Engine, tmp_path: Path, name: str) -> None:
+def test_unimportable_files_raise_and_write_nothing(
+    registry_engine: Engine, tmp_path: Path, name: str
+) -> None:
     path = copy(name, tmp_path)
     with pytest.raises(ImportFileError):
-        import_contacts(registry, path)
-    assert contact_count(registry) == 0
+        import_contacts(registry_engine, path)
+    assert contact_count(registry_engine) == 0
     assert not default_rejects_path(path).exists()
 
 
 def test_suppressed_addresses_are_imported_reported_and_stay_suppressed(
-    registry: Engine, write_csv: WriteCsv
+    registry_engine: Engine, write_csv: WriteCsv
 ) -> None:
     key = email_key("els.mulder@utrecht.example.nl")
-    with Session(registry) as session:
+    with Session(registry_engine) as session:
         session.add(Suppression(key_hash=email_hash(key), email_key=key, reason="opt-out", source="imap"))
         session.add(
             Suppression(key_hash=email_hash("gone@utrecht.example.nl"), reason="forgotten", source="manual")
@@ -351,22 +361,22 @@ def test_suppressed_addresses_are_imported_reported_and_stay_suppressed(
             ["Piet", "", "Bos", "Raadslid", "CDA", "piet.bos@utrecht.example.nl", "Utrecht", ""],
         ]
     )
-    result = import_contacts(registry, path)
+    result = import_contacts(registry_engine, path)
     assert result.inserted == 3
     assert result.suppressed == {"opt-out": 1, "forgotten": 1}
     assert [(s.row, s.email, s.reason) for s in result.suppressed_rows] == [
         (2, "Els.Mulder@utrecht.example.nl", "opt-out"),
         (3, "gone@utrecht.example.nl", "forgotten"),
     ]
-    with Session(registry) as session:
+    with Session(registry_engine) as session:
         suppressions = session.exec(select(Suppression).order_by(col(Suppression.id))).all()
     assert [(s.reason, s.email_key) for s in suppressions] == [("opt-out", key), ("forgotten", None)]
-    assert contacts_by_email(registry)[key].email_hash == suppressions[0].key_hash
-    again = import_contacts(registry, path)
+    assert contacts_by_email(registry_engine)[key].email_hash == suppressions[0].key_hash
+    again = import_contacts(registry_engine, path)
     assert (again.unchanged, sum(again.suppressed.values())) == (3, 2)
 
 
-def test_xlsx_with_numeric_codes_and_dates(registry: Engine, write_xlsx: WriteXlsx) -> None:
+def test_xlsx_with_numeric_codes_and_dates(registry_engine: Engine, write_xlsx: WriteXlsx) -> None:
     path = write_xlsx(
         {
             "Blad1": [
@@ -404,9 +414,9 @@ def test_xlsx_with_numeric_codes_and_dates(registry: Engine, write_xlsx: WriteXl
             "Oud": [["E-mail", "Functie", "Gemeente"], ["oud@example.nl", "Raadslid", "Utrecht"]],
         }
     )
-    result = import_contacts(registry, path)
+    result = import_contacts(registry_engine, path)
     assert (result.inserted, result.kind, result.sheet, result.source) == (2, "xlsx", "Blad1", "lijst.xlsx")
-    people = contacts_by_email(registry)
+    people = contacts_by_email(registry_engine)
     heuvel = people["h.vandenheuvel@example.nl"]
     assert (heuvel.voorletters, heuvel.tussenvoegsel, heuvel.term_end, heuvel.aanspreekvorm) == (
         "H.J.",
@@ -414,7 +424,7 @@ def test_xlsx_with_numeric_codes_and_dates(registry: Engine, write_xlsx: WriteXl
         date(2030, 3, 28),
         "heer",
     )
-    assert municipality_code(registry, heuvel) == "GM1680"
+    assert municipality_code(registry_engine, heuvel) == "GM1680"
     graaf = people["a.degraaf@example.nl"]
     assert (graaf.tussenvoegsel, graaf.achternaam, graaf.sort_name, graaf.aanspreekvorm) == (
         "de",
@@ -422,15 +432,15 @@ def test_xlsx_with_numeric_codes_and_dates(registry: Engine, write_xlsx: WriteXl
         "graaf",
         "mevrouw",
     )
-    other = import_contacts(registry, path, sheet="Oud")
+    other = import_contacts(registry_engine, path, sheet="Oud")
     assert (other.inserted, other.source) == (1, "lijst.xlsx [Oud]")
 
 
-def test_supporters_need_no_municipality(registry: Engine, write_csv: WriteCsv) -> None:
+def test_supporters_need_no_municipality(registry_engine: Engine, write_csv: WriteCsv) -> None:
     path = write_csv([["Naam", "Functie", "E-mail"], ["Mw. L. de Jong", "Supporter", "l.dejong@example.nl"]])
-    result = import_contacts(registry, path)
+    result = import_contacts(registry_engine, path)
     assert result.inserted == 1
-    supporter = contacts_by_email(registry)["l.dejong@example.nl"]
+    supporter = contacts_by_email(registry_engine)["l.dejong@example.nl"]
     assert (supporter.municipality_id, supporter.aanspreekvorm) == (None, "mevrouw")
     assert supporter.office_key == "l.dejong@example.nl||supporter"
 
@@ -441,18 +451,18 @@ def test_without_municipalities_the_import_asks_for_init(engine: Engine, tmp_pat
     assert caught.value.hint == "run `outreach init` first"
 
 
-def test_many_rows_in_many_batches(registry: Engine, write_csv: WriteCsv) -> None:
+def test_many_rows_in_many_batches(registry_engine: Engine, write_csv: WriteCsv) -> None:
     rows = [HEADER] + [
         ["Jan", "van der", f"Berg{n}", "Raadslid", "VVD", f"jan{n}@gm{n % 7}.example.nl", "Utrecht", ""]
         for n in range(2500)
     ]
     path = write_csv(rows, name="groot.csv")
     seen: list[tuple[int, float]] = []
-    result = import_contacts(registry, path, batch_size=400, progress=lambda n, f: seen.append((n, f)))
-    assert result.inserted == 2500 and contact_count(registry) == 2500
+    result = import_contacts(registry_engine, path, batch_size=400, progress=lambda n, f: seen.append((n, f)))
+    assert result.inserted == 2500 and contact_count(registry_engine) == 2500
     assert seen[-1] == (2500, 1.0)
     assert [n for n, _ in seen] == sorted(n for n, _ in seen)
-    again = import_contacts(registry, path, batch_size=400)
+    again = import_contacts(registry_engine, path, batch_size=400)
     assert again.unchanged == 2500
 
 
@@ -479,7 +489,7 @@ def test_postgresql(pg_url: str, tmp_path: Path) -> None:
 
 
 def test_both_stores_write_the_same_rows(
-    registry: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_xlsx: WriteXlsx
+    registry_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_xlsx: WriteXlsx
 ) -> None:
     """The JSON-lookup SQLite store and the plain Core store (other databases, old SQLite) agree."""
     from outreach.registry import importer, store
@@ -504,7 +514,7 @@ def test_both_stores_write_the_same_rows(
     )
 
     def snapshot() -> list[tuple[object, ...]]:
-        with Session(registry) as session:
+        with Session(registry_engine) as session:
             rows = session.exec(select(Contact).order_by(col(Contact.office_key))).all()
             return [
                 tuple(
@@ -515,11 +525,13 @@ def test_both_stores_write_the_same_rows(
                 for c in rows
             ]
 
-    first = import_contacts(registry, path)
+    first = import_contacts(registry_engine, path)
     assert first.inserted == 3
-    assert import_contacts(registry, path).unchanged == 3  # dates and NULLs compare equal after a round trip
+    assert (
+        import_contacts(registry_engine, path).unchanged == 3
+    )  # dates and NULLs compare equal after a round trip
     fast = snapshot()
-    with Session(registry) as session:
+    with Session(registry_engine) as session:
         for contact in session.exec(select(Contact)).all():
             session.delete(contact)
         session.commit()
@@ -528,30 +540,32 @@ def test_both_stores_write_the_same_rows(
         "contact_store",
         lambda conn, source, now: store.CoreStore(conn.dialect, source=source, now=now),
     )
-    again = import_contacts(registry, path)
+    again = import_contacts(registry_engine, path)
     assert again.inserted == 3
     assert snapshot() == fast
-    assert import_contacts(registry, path).unchanged == 3
-    with Session(registry) as session:
+    assert import_contacts(registry_engine, path).unchanged == 3
+    with Session(registry_engine) as session:
         stored = session.exec(select(Contact).where(col(Contact.email_key) == "hj@example.nl")).one()
     assert (stored.term_end, stored.active, stored.imported_at.tzinfo) == (date(2030, 3, 28), True, None)
 
 
-def test_rejects_file_that_cannot_be_written_stops_the_import(registry: Engine, tmp_path: Path) -> None:
+def test_rejects_file_that_cannot_be_written_stops_the_import(
+    registry_engine: Engine, tmp_path: Path
+) -> None:
     path = copy("griffies-utf8-bom.csv", tmp_path)
     with pytest.raises(ImportFileError, match=r"cannot write the rejects file") as caught:
-        import_contacts(registry, path, rejects_path=tmp_path / "nergens" / "fouten.csv")
+        import_contacts(registry_engine, path, rejects_path=tmp_path / "nergens" / "fouten.csv")
     assert caught.value.hint == "name another place with --rejects PATH"
-    assert contact_count(registry) == 0
+    assert contact_count(registry_engine) == 0
 
 
 def test_rejects_of_a_workbook_are_semicolon_separated_for_dutch_excel(
-    registry: Engine, write_xlsx: WriteXlsx
+    registry_engine: Engine, write_xlsx: WriteXlsx
 ) -> None:
     path = write_xlsx(
         {"Blad1": [["E-mail", "Functie", "Gemeente"], ["x@example.nl", "Raadslid", "Atlantis"]]}
     )
-    result = import_contacts(registry, path)
+    result = import_contacts(registry_engine, path)
     assert result.rejects_path is not None
     lines = result.rejects_path.read_text(encoding="utf-8-sig").splitlines()
     assert lines == [

@@ -11,8 +11,8 @@ from outreach.registry.resolve import MunicipalityResolver, Unresolved
 
 
 @pytest.fixture
-def resolver(registry: Engine) -> MunicipalityResolver:
-    with registry.connect() as conn:
+def resolver(registry_engine: Engine) -> MunicipalityResolver:
+    with registry_engine.connect() as conn:
         return MunicipalityResolver.load(conn)
 
 
