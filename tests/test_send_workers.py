@@ -156,6 +156,21 @@ def pg_campaign(pg_url: str, campaign_templates: Path) -> tuple[Engine, Campaign
 
 
 @pytest.mark.postgres
+def test_planning_on_postgresql_counts_what_it_created(pg_campaign: tuple[Engine, CampaignFactory]) -> None:
+    from outreach.sending.plan import plan_deliveries
+
+    engine, make = pg_campaign
+    campaign = make()
+    add_raadsleden(engine, 40)
+    first = plan_deliveries(engine, campaign)
+    assert (first.created, first.total) == (40, 40)
+    add_raadsleden(engine, 5, start=40)
+    again = plan_deliveries(engine, campaign)
+    assert (again.created, again.total) == (5, 45)
+    engine.dispose()
+
+
+@pytest.mark.postgres
 @pytest.mark.slow
 def test_three_senders_on_postgresql_send_each_letter_once(
     pg_url: str, pg_campaign: tuple[Engine, CampaignFactory], smtpd: Callable[..., SmtpServer]

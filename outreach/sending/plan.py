@@ -111,7 +111,9 @@ def _insert_missing(conn: Connection, campaign_id: int, audience: Select[Any], n
         .from_select(["campaign_id", "contact_id", "state", "attempts", "created_at", "updated_at"], rows)
         .on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"])
     )
-    return max(0, int(conn.execute(statement).rowcount))
+    # preserve_rowcount: without it SQLAlchemy 2.1 reports 0 for an INSERT ... SELECT on psycopg.
+    result = conn.execute(statement, execution_options={"preserve_rowcount": True})
+    return max(0, int(result.rowcount))
 
 
 def skip_undeliverable(
