@@ -69,10 +69,12 @@ class Contact(SQLModel, table=True):
     __table_args__ = (Index("ix_contact_muni_sort", "municipality_id", "sort_name"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    municipality_id: int | None = Field(default=None, foreign_key="municipality.id", index=True)
-    role: str = Field(index=True)  # a Role value
+    # No single-column indexes on municipality_id (ix_contact_muni_sort leads with it), role or party
+    # (a dozen values each): every index costs the import of a 100,000-row list about 8% (bench/import).
+    municipality_id: int | None = Field(default=None, foreign_key="municipality.id")
+    role: str  # a Role value
     portfolio: str | None = None  # "Jeugd, Onderwijs" for a wethouder
-    party: str | None = Field(default=None, index=True)  # fractie
+    party: str | None = None  # fractie
     title: str | None = None  # "dr.", "mr."
     voorletters: str | None = None  # "H.J."
     voornaam: str | None = None
