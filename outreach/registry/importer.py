@@ -210,7 +210,7 @@ def import_contacts(
             rejects = _RejectsWriter(target, table.columns.headers, table.delimiter or ";")
             sqlite = conn.dialect.name == "sqlite"
             if sqlite:
-                # Inserting into seven indexes, three on random keys (email_key, email_hash, office_key),
+                # Inserting into the indexes on random keys (email_key, email_hash, office_key)
                 # outgrows SQLite's default 2 MB page cache; 32 MB for this connection (reset afterwards)
                 # measured a quarter faster on 100k rows.
                 _sqlite_pragma(conn, f"cache_size=-{SQLITE_IMPORT_CACHE_KIB}")
