@@ -20,8 +20,9 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Table, and_, func, or_, select, update
+from sqlalchemy import Connection, Dialect, Engine, Table, Update, and_, func, or_, select, update
 
 from outreach.letters.ids import message_id, new_token
 from outreach.models import Campaign, Contact, Delivery, DeliveryState
@@ -129,6 +130,26 @@ def claim(
     Message-ID built from it) is created on first claim and kept ever after, so a retry of a deferred or
     unknown letter carries the same Message-ID and replies always match.
     """
+    returned = conn.execute(
+        claim_statement(
+            campaign_id=campaign_id,
+            worker=worker,
+            now=now,
+            lease=lease,
+            limit=limit,
+            retry_unknown=retry_unknown,
+        )
+    ).all()
+    claimed, tokens = with_tokens(returned, message_domain)
+    if tokens:
+        conn.exec_driver_sql(token_sql(conn.dialect), tokens)
+    return claimed
+
+
+def claim_statement(
+    *, campaign_id: int, worker: str, now: datetime, lease: timedelta, limit: int, retry_unknown: bool
+) -> Update:
+    """``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`` the claimed rows."""
     # Every claim sets lease_until and every release clears it, so "no lease or an expired one" is free.
     free = or_(D.lease_until.is_(None), D.lease_until < now)
     picked = (
@@ -138,28 +159,33 @@ def claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    returned = conn.execute(
+    return (
         update(DELIVERY)
         .where(D.id.in_(picked.scalar_subquery()))
         .values(claimed_by=worker, lease_until=now + lease)
         .returning(D.id, D.contact_id, D.state, D.attempts, D.token, D.message_id)
-    ).all()
+    )
+
+
+def with_tokens(
+    returned: Sequence[Any], message_domain: str
+) -> tuple[list[ClaimedRow], list[tuple[str, str, int]]]:
+    """The claimed rows (oldest first), each with its token; and ``(token, message_id, id)`` of those
+    claimed for the first time, for ``token_sql``."""
     claimed: list[ClaimedRow] = []
     tokens: list[tuple[str, str, int]] = []
-    for row in sorted(returned, key=lambda r: r.id):
-        token, mid = row.token, row.message_id
+    for row_id, contact_id, state, attempts, token, mid in sorted(returned, key=lambda r: int(r[0])):
         if token is None or mid is None:
             token = token or new_token()
             mid = mid or message_id(token, message_domain)
-            tokens.append((token, mid, row.id))
-        claimed.append(ClaimedRow(row.id, row.contact_id, row.state, row.attempts, token, mid))
-    if tokens:
-        m = placeholder(conn.dialect)
-        conn.exec_driver_sql(
-            f"UPDATE {DELIVERY.name} SET token = {m}, message_id = {m} WHERE id = {m}",
-            tokens,
-        )
-    return claimed
+            tokens.append((token, mid, row_id))
+        claimed.append(ClaimedRow(row_id, contact_id, state, attempts, token, mid))
+    return claimed, tokens
+
+
+def token_sql(dialect: Dialect) -> str:
+    m = placeholder(dialect)
+    return f"UPDATE {DELIVERY.name} SET token = {m}, message_id = {m} WHERE id = {m}"
 
 
 def placeholder(dialect: Dialect) -> str:

@@ -12,6 +12,7 @@ then too: every transition is committed before that connection starts its next l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,9 +30,12 @@ from outreach.sending.claim import (
     SENDING,
     ClaimedRow,
     claim,
+    claim_statement,
     placeholder,
     release_claims,
     renew_lease,
+    token_sql,
+    with_tokens,
 )
 
 
@@ -85,6 +89,11 @@ class _Statements:
             f"WHERE id = {m} AND claimed_by = {m}"
         )
         self.mark_sending = lru_cache(maxsize=64)(self._mark_sending)
+        states = ", ".join(f"'{state}'" for state in (*CLAIMABLE, SENDING))
+        self.renew = (
+            f"UPDATE {DELIVERY.name} SET lease_until = {m} "
+            f"WHERE campaign_id = {m} AND claimed_by = {m} AND state IN ({states})"
+        )
 
     def timestamp(self, value: datetime | None) -> Any:
         if value is None or self._datetime is None:
@@ -128,6 +137,11 @@ class StateWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-writer")
         self._statements = _Statements(engine)
         self._inline = engine.dialect.name == "sqlite"
+        # PostgreSQL through psycopg: the group commits run on the event loop with psycopg's async
+        # connection. On a thread, each round trip to the server gives up the GIL and waits to get it
+        # back from the busy event loop (measured: ~8 ms per group commit instead of ~1.5).
+        self._async_pg = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
+        self._aconn: Any = None  # psycopg.AsyncConnection
         self._conn: Connection | None = None
         self._transitions: list[Transition] = []
         self._sending: list[tuple[int, asyncio.Future[bool]]] = []
@@ -196,6 +210,9 @@ class StateWriter:
             await self._task
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_connection)
         self._executor.shutdown(wait=True)
+        if self._aconn is not None:
+            await self._aconn.close()
+            self._aconn = None
 
     def _close_connection(self) -> None:
         if self._conn is not None:
@@ -221,7 +238,11 @@ class StateWriter:
             claims, self._claims = self._claims, []
             try:
                 if transitions or sending or flushes or renew:
-                    marked = await self._execute(self._apply, transitions, [i for i, _ in sending], renew)
+                    ids = [i for i, _ in sending]
+                    if self._async_pg:
+                        marked = await self._apply_async(transitions, ids, renew)
+                    else:
+                        marked = await self._execute(self._apply, transitions, ids, renew)
                     self.commits += 1
                     for delivery_id, future in sending:
                         if not future.done():
@@ -231,7 +252,10 @@ class StateWriter:
                             flushed.set_result(None)
                 # Claims after the marks are answered: the connections need not wait for a claim.
                 for limit, now, claim_future in claims:
-                    rows = await self._execute(self._claim, limit, now)
+                    if self._async_pg:
+                        rows = await self._claim_async(limit, now)
+                    else:
+                        rows = await self._execute(self._claim, limit, now)
                     if not claim_future.done():
                         claim_future.set_result(rows)
             except BaseException as exc:
@@ -248,6 +272,85 @@ class StateWriter:
                     if not future.done():
                         future.set_exception(failure)
                 return
+
+    def _transition_rows(self, transitions: list[Transition], lease_value: Any, now_value: Any) -> list[Any]:
+        stamp, worker = self._statements.timestamp, self._worker
+        return [
+            (
+                t.state,
+                t.code,
+                t.error,
+                stamp(t.next_attempt_at),
+                stamp(t.sent_at),
+                worker if t.keep_claim else None,
+                lease_value if t.keep_claim else None,
+                now_value,
+                t.delivery_id,
+                worker,
+            )
+            for t in transitions
+        ]
+
+    async def _aconnection(self) -> Any:
+        if self._aconn is None:
+            import psycopg
+
+            args, kwargs = self._engine.dialect.create_connect_args(self._engine.url)
+            kwargs.pop("context", None)  # SQLAlchemy's adapters map is for its own connections
+            self._aconn = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
+        return self._aconn
+
+    async def _apply_async(self, transitions: list[Transition], sending: list[int], renew: bool) -> set[int]:
+        now = self._clock()
+        lease_until = now + self._lease
+        statements = self._statements
+        conn = await self._aconnection()
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                if transitions:
+                    await cursor.executemany(
+                        statements.transition, self._transition_rows(transitions, lease_until, now)
+                    )
+                marked: set[int] = set()
+                if sending:
+                    await cursor.execute(
+                        statements.mark_sending(len(sending)), (lease_until, now, self._worker, *sending)
+                    )
+                    marked = {row[0] for row in await cursor.fetchall()}
+                if renew:
+                    await cursor.execute(statements.renew, (lease_until, self._campaign_id, self._worker))
+        except BaseException:
+            await self._drop_aconnection()
+            raise
+        return marked
+
+    async def _claim_async(self, limit: int, now: datetime) -> list[ClaimedRow]:
+        statement = claim_statement(
+            campaign_id=self._campaign_id,
+            worker=self._worker,
+            now=now,
+            lease=self._lease,
+            limit=limit,
+            retry_unknown=self._retry_unknown,
+        )
+        compiled = statement.compile(dialect=self._engine.dialect)
+        conn = await self._aconnection()
+        try:
+            async with conn.transaction(), conn.cursor() as cursor:
+                await cursor.execute(str(compiled), compiled.params)
+                claimed, tokens = with_tokens(await cursor.fetchall(), self._message_domain)
+                if tokens:
+                    await cursor.executemany(token_sql(self._engine.dialect), tokens)
+        except BaseException:
+            await self._drop_aconnection()
+            raise
+        return claimed
+
+    async def _drop_aconnection(self) -> None:
+        conn, self._aconn = self._aconn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     def _apply(self, transitions: list[Transition], sending: list[int], renew: bool) -> set[int]:
         now = self._clock()
@@ -266,22 +369,7 @@ class StateWriter:
                 try:
                     if transitions:
                         cursor.executemany(
-                            statements.transition,
-                            [
-                                (
-                                    t.state,
-                                    t.code,
-                                    t.error,
-                                    stamp(t.next_attempt_at),
-                                    stamp(t.sent_at),
-                                    worker if t.keep_claim else None,
-                                    lease_value if t.keep_claim else None,
-                                    now_value,
-                                    t.delivery_id,
-                                    worker,
-                                )
-                                for t in transitions
-                            ],
+                            statements.transition, self._transition_rows(transitions, lease_value, now_value)
                         )
                     if sending:
                         cursor.execute(
