@@ -45,3 +45,44 @@ def test_postgres_schema_matches_sqlite(pg_url: str, db_url: str) -> None:
         pg_cols = {c["name"] for c in inspect(pg).get_columns(table)}
         assert lite_cols == pg_cols, table
     pg.dispose()
+
+
+SNAPSHOT = Path(__file__).parent / "data" / "schema" / "sqlite-after-migrations.sql"
+
+
+def _schema(engine_url: str) -> dict[str, object]:
+    """Tables with their columns (name, type, nullable) and indexes, as SQLAlchemy inspects them."""
+    engine = open_database(engine_url, upgrade=False)
+    inspector = inspect(engine)
+    schema: dict[str, object] = {}
+    for table in sorted(inspector.get_table_names()):
+        if table == "schema_migration":
+            continue
+        columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)]
+        indexes = sorted(
+            (i["name"] or "", tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)
+        )
+        schema[table] = (columns, indexes)
+    engine.dispose()
+    return schema
+
+
+def test_an_existing_database_upgrades_to_the_schema_of_a_fresh_one(tmp_path: Path) -> None:
+    """A database created by the last release (its schema frozen in tests/data/schema/) plus this
+    release's migrations must equal a fresh database made from the models. When this fails, a model
+    changed without a migration: add one to outreach.db.MIGRATIONS, then refresh the snapshot with
+    UPDATE_SCHEMA_SNAPSHOT=1 pytest tests/test_db.py when releasing."""
+    import os
+    import sqlite3
+
+    fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    open_database(fresh_url).dispose()
+    if os.environ.get("UPDATE_SCHEMA_SNAPSHOT"):
+        with sqlite3.connect(tmp_path / "fresh.db") as conn:
+            SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
+            SNAPSHOT.write_text("\n".join(conn.iterdump()) + "\n", encoding="utf-8")
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript(SNAPSHOT.read_text(encoding="utf-8"))
+    open_database(f"sqlite:///{old}").dispose()  # applies whatever migrations are new since
+    assert _schema(f"sqlite:///{old}") == _schema(fresh_url)
