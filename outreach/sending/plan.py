@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     func,
     literal,
     not_,
@@ -129,35 +130,41 @@ def skip_undeliverable(
     forgotten = update(DELIVERY).where(open_rows, D.contact_id.is_(None))
     total += conn.execute(_skip(forgotten, SKIP_FORGOTTEN, now)).rowcount
 
+    # Suppressed, unusable address and no longer in office in one pass over the open deliveries (three
+    # UPDATEs each scanned them all: ~3 s apiece for a million on PostgreSQL). The first reason that
+    # applies is the one recorded, in this order.
     suppression_reason = (
         select(SUPPRESSION.c.reason)
-        .where(SUPPRESSION.c.key_hash == contact.email_hash, contact.id == D.contact_id)
+        .where(SUPPRESSION.c.key_hash == contact.email_hash)
         .limit(1)
         .scalar_subquery()
     )
-    suppressed_ids = select(contact.id).join(SUPPRESSION, SUPPRESSION.c.key_hash == contact.email_hash)
-    suppressed = (
-        update(DELIVERY)
-        .where(open_rows, D.contact_id.in_(suppressed_ids))
-        .values(
-            state=SKIPPED,
-            skip_reason=literal(f"{SKIP_SUPPRESSED}: ", String()) + func.coalesce(suppression_reason, ""),
-            claimed_by=None,
-            lease_until=None,
-            updated_at=now,
+    invalid = or_(contact.email_normalized == "", not_(contact.email_normalized.contains("@")))
+    reason = (
+        select(
+            case(
+                (
+                    suppression_reason.is_not(None),
+                    literal(f"{SKIP_SUPPRESSED}: ", String()) + suppression_reason,
+                ),
+                (invalid, literal(SKIP_INVALID, String())),
+                else_=literal(SKIP_INACTIVE, String()),
+            )
         )
+        .where(contact.id == D.contact_id)
+        .scalar_subquery()
     )
-    total += conn.execute(suppressed).rowcount
-
-    invalid_ids = select(contact.id).where(
-        or_(contact.email_normalized == "", not_(contact.email_normalized.contains("@")))
+    undeliverable_ids = (
+        select(contact.id)
+        .outerjoin(SUPPRESSION, SUPPRESSION.c.key_hash == contact.email_hash)
+        .where(or_(SUPPRESSION.c.id.is_not(None), invalid, contact.active.is_(False)))
     )
-    invalid = update(DELIVERY).where(open_rows, D.contact_id.in_(invalid_ids))
-    total += conn.execute(_skip(invalid, SKIP_INVALID, now)).rowcount
-
-    inactive_ids = select(contact.id).where(contact.active.is_(False))
-    inactive = update(DELIVERY).where(open_rows, D.contact_id.in_(inactive_ids))
-    total += conn.execute(_skip(inactive, SKIP_INACTIVE, now)).rowcount
+    undeliverable = (
+        update(DELIVERY)
+        .where(open_rows, D.contact_id.in_(undeliverable_ids))
+        .values(state=SKIPPED, skip_reason=reason, claimed_by=None, lease_until=None, updated_at=now)
+    )
+    total += conn.execute(undeliverable).rowcount
     return int(total)
 
 
