@@ -147,6 +147,7 @@ class StateWriter:
         self._sending: list[tuple[int, asyncio.Future[bool]]] = []
         self._flushes: list[asyncio.Future[None]] = []
         self._claims: list[tuple[int, datetime, asyncio.Future[list[ClaimedRow]]]] = []
+        self._claim_after = 0  # the last id claimed: the next claim walks on from there
         self._wake = asyncio.Event()
         self._renew_due = False
         self._closing = False
@@ -325,26 +326,29 @@ class StateWriter:
         return marked
 
     async def _claim_async(self, limit: int, now: datetime) -> list[ClaimedRow]:
-        statement = claim_statement(
-            campaign_id=self._campaign_id,
-            worker=self._worker,
-            now=now,
-            lease=self._lease,
-            limit=limit,
-            retry_unknown=self._retry_unknown,
-        )
-        compiled = statement.compile(dialect=self._engine.dialect)
         conn = await self._aconnection()
         try:
             async with conn.transaction(), conn.cursor() as cursor:
-                await cursor.execute(str(compiled), compiled.params)
-                claimed, tokens = with_tokens(await cursor.fetchall(), self._message_domain)
+                for after in dict.fromkeys((self._claim_after, 0)):
+                    compiled = claim_statement(
+                        campaign_id=self._campaign_id,
+                        worker=self._worker,
+                        now=now,
+                        lease=self._lease,
+                        limit=limit,
+                        retry_unknown=self._retry_unknown,
+                        after=after,
+                    ).compile(dialect=self._engine.dialect, compile_kwargs={"render_postcompile": True})
+                    await cursor.execute(str(compiled), compiled.params)
+                    claimed, tokens = with_tokens(await cursor.fetchall(), self._message_domain)
+                    if claimed:
+                        break
                 if tokens:
                     await cursor.executemany(token_sql(self._engine.dialect), tokens)
         except BaseException:
             await self._drop_aconnection()
             raise
-        return claimed
+        return self._claimed(claimed)
 
     async def _drop_aconnection(self) -> None:
         conn, self._aconn = self._aconn, None
@@ -429,20 +433,30 @@ class StateWriter:
             if self._conn is conn:
                 self._set_busy_timeout(conn, 0)
 
+    def _claimed(self, rows: list[ClaimedRow]) -> list[ClaimedRow]:
+        if rows:
+            self._claim_after = rows[-1].id
+        return rows
+
     def _claim(self, limit: int, now: datetime) -> list[ClaimedRow]:
         conn = self._connection()
         try:
             with conn.begin():
-                return claim(
-                    conn,
-                    campaign_id=self._campaign_id,
-                    worker=self._worker,
-                    now=now,
-                    lease=self._lease,
-                    limit=limit,
-                    retry_unknown=self._retry_unknown,
-                    message_domain=self._message_domain,
-                )
+                for after in dict.fromkeys((self._claim_after, 0)):
+                    rows = claim(
+                        conn,
+                        campaign_id=self._campaign_id,
+                        worker=self._worker,
+                        now=now,
+                        lease=self._lease,
+                        limit=limit,
+                        retry_unknown=self._retry_unknown,
+                        message_domain=self._message_domain,
+                        after=after,
+                    )
+                    if rows:
+                        break
+                return self._claimed(rows)
         except BaseException as exc:
             self._drop_connection(conn, exc)
             raise
