@@ -429,8 +429,24 @@ def main() -> None:
                  "-t", "b@example.org", f"127.0.0.1:{port}"]
             )  # fmt: skip
             results.append(
-                Result(loop_name, "smtp-source (C, ceiling)", args.count, wall, cpu, rss, "20 sessions")
+                Result(
+                    loop_name,
+                    "smtp-source (C)",
+                    args.count,
+                    wall,
+                    cpu,
+                    rss,
+                    "20 sessions, a connection per message",
+                )
             )
+            wall, cpu, rss, _ = timed(
+                [SMTP_SOURCE, "-d", "-s", "20", "-m", str(args.count), "-l", str(size), "-f", "a@example.org",
+                 "-t", "b@example.org", f"127.0.0.1:{port}"]
+            )  # fmt: skip
+            results.append(
+                Result(loop_name, "smtp-source -d (C, ceiling)", args.count, wall, cpu, rss,
+                       "20 sessions, persistent connections")
+            )  # fmt: skip
             wall, cpu, rss, out = run_outreach(folder, prepared, port, concurrency=args.concurrency)
             results.append(
                 Result(
@@ -504,13 +520,16 @@ def write_section(table: str) -> None:
     path = REPO / "docs" / "performance.md"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Performance\n"
     machine = f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d')}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     section = (
         "## Sending\n\n"
-        f"`bench/send_bench.py` ({machine}). Letters/s is letters divided by the wall time of the whole "
-        "process, including interpreter start-up, planning and the final bookkeeping; CPU and peak RSS are "
-        "those of the sending process alone.\n\n" + table + "\n"
+        f"`bench/send_bench.py` ({machine}; load average {load} when it ended). Letters/s is letters "
+        "divided by the wall time of the whole process, including interpreter start-up, planning and the "
+        "final bookkeeping; CPU and peak RSS are those of the sending process (with `outreach send`, "
+        "CPU includes its composer process; peak RSS is the larger of the two).\n\n" + table + "\n"
     )
-    pattern = re.compile(r"^## Sending\n.*?(?=^## |\Z)", re.S | re.M)
+    # The analysis under "### ..." headings below the table is kept.
+    pattern = re.compile(r"^## Sending\n.*?(?=^### |^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")
 
