@@ -338,6 +338,7 @@ class StateWriter:
                         limit=limit,
                         retry_unknown=self._retry_unknown,
                         after=after,
+                        sqlite=False,
                     ).compile(dialect=self._engine.dialect, compile_kwargs={"render_postcompile": True})
                     await cursor.execute(str(compiled), compiled.params)
                     claimed, tokens = with_tokens(await cursor.fetchall(), self._message_domain)
