@@ -15,6 +15,7 @@ parent is inherited) and exits when the parent closes the pipe, or dies (the pip
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import signal
 import threading
@@ -28,6 +29,8 @@ from typing import Any
 from outreach.errors import DatabaseError, OutreachError
 from outreach.sending.claim import ClaimedRow
 from outreach.sending.jobs import Job
+
+log = logging.getLogger(__name__)
 
 
 class ComposerProcessError(OutreachError):
@@ -49,14 +52,22 @@ class ComposerProcess:
         self._process.start()
         child_conn.close()
         self._ready = False
+        self.failed: OutreachError | None = None
         # Held while a request is out: closing the pipe under a thread blocked in recv() would not wake it.
         self._busy = threading.Lock()
 
     @property
     def ready(self) -> bool:
-        """The child has started and compiled the templates (never blocks)."""
-        if not self._ready and self._conn.poll():
-            self._ready = self._take() == "ready"
+        """The child has started and compiled the templates (never blocks). False for good when it
+        could not start: the caller then composes in its own process, as for a small run."""
+        if not self._ready and self.failed is None and self._conn.poll():
+            try:
+                self._ready = self._take() == "ready"
+            except OutreachError as exc:
+                # E.g. a program that calls run_send() from a script without an ``if __name__ ==
+                # "__main__"`` guard: spawn cannot start the child there.
+                self.failed = exc
+                log.warning("composing in this process: %s", exc.message)
         return self._ready
 
     def compose(
@@ -64,6 +75,8 @@ class ComposerProcess:
     ) -> tuple[list[Job], list[tuple[ClaimedRow, str]]]:
         """Blocking: the letters of ``rows``, as ``LetterSource.compose``."""
         with self._busy:
+            if self.failed is not None:
+                raise self.failed
             if not self._ready:
                 self._ready = self._take() == "ready"
             try:
