@@ -171,52 +171,9 @@ def contextmanager_for(kind: str | None, args: argparse.Namespace, folder: Path)
 
 def bulk_contacts(url: str, templates: Path, count: int) -> None:
     """``count`` raadsleden over every municipality, inserted in bulk, and the campaign approved."""
-    from sqlalchemy import insert, select
+    from bench.send_bench import bulk_contacts as insert_raadsleden
 
-    from outreach.db import open_database
-    from outreach.letters.approval import record_approval
-    from outreach.letters.campaign import load_campaign
-    from outreach.models import Contact, Municipality, utcnow
-    from outreach.registry.keys import email_hash, email_key, office_key
-    from outreach.registry.municipalities import load_municipalities
-
-    engine = open_database(url)
-    load_municipalities(engine)
-    table: Any = Contact.__table__  # type: ignore[attr-defined]
-    m: Any = Municipality.__table__  # type: ignore[attr-defined]
-    with engine.begin() as conn:
-        municipalities = [(row.id, row.cbs_code) for row in conn.execute(select(m.c.id, m.c.cbs_code))]
-        now = utcnow()
-        batch: list[dict[str, Any]] = []
-        for n in range(count):
-            mid, cbs = municipalities[n % len(municipalities)]
-            address = f"raadslid{n}@{cbs.lower()}.example.nl"
-            key = email_key(address)
-            batch.append(
-                {
-                    "municipality_id": mid,
-                    "role": "raadslid",
-                    "voorletters": "J.",
-                    "achternaam": f"Jansen{n}",
-                    "email": address,
-                    "email_normalized": address,
-                    "email_key": key,
-                    "email_hash": email_hash(key),
-                    "office_key": office_key(key, cbs, "raadslid"),
-                    "sort_name": f"jansen{n}",
-                    "source": "bench",
-                    "imported_at": now,
-                    "updated_at": now,
-                    "active": True,
-                }
-            )
-            if len(batch) == 10_000:
-                conn.execute(insert(table), batch)
-                batch = []
-        if batch:
-            conn.execute(insert(table), batch)
-    record_approval(engine, load_campaign(templates, "bench"), "bench")
-    engine.dispose()
+    insert_raadsleden(url, templates, count)
 
 
 def forget_deliveries(url: str) -> None:

@@ -187,8 +187,9 @@ def smtp_sink() -> Iterator[int]:
 # ------------------------------------------------------------------------------------------- preparing
 
 
-def prepare(folder: Path, count: int) -> Path:
-    """A SQLite database with ``count`` raadsleden and an approved campaign; returns the file."""
+def bulk_contacts(url: str, templates: Path, count: int) -> None:
+    """``count`` raadsleden over every municipality, inserted in bulk, and the campaign approved."""
+
     from outreach.db import open_database
     from outreach.letters.approval import record_approval
     from outreach.letters.campaign import load_campaign
@@ -196,19 +197,12 @@ def prepare(folder: Path, count: int) -> Path:
     from outreach.registry.keys import email_hash, email_key, office_key
     from outreach.registry.municipalities import load_municipalities
 
-    templates = folder / "letters"
-    (templates / "bench").mkdir(parents=True)
-    (templates / "bench" / "campaign.toml").write_text(CAMPAIGN_TOML, encoding="utf-8")
-    (templates / "bench" / "brief.txt.j2").write_text(LETTER, encoding="utf-8")
-    path = folder / f"prepared-{count}.db"
-    engine = open_database(f"sqlite:///{path}")
+    engine = open_database(url)
     load_municipalities(engine)
     table: Any = Contact.__table__  # type: ignore[attr-defined]
+    m: Any = Municipality.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
-        municipalities = [
-            (m.id, m.cbs_code)
-            for m in conn.execute(select(Municipality.__table__.c.id, Municipality.__table__.c.cbs_code))  # type: ignore[attr-defined]
-        ]
+        municipalities = [(row.id, row.cbs_code) for row in conn.execute(select(m.c.id, m.c.cbs_code))]
         now = utcnow()
         batch: list[dict[str, Any]] = []
         for n in range(count):
@@ -240,6 +234,16 @@ def prepare(folder: Path, count: int) -> Path:
             conn.execute(insert(table), batch)
     record_approval(engine, load_campaign(templates, "bench"), "bench")
     engine.dispose()
+
+
+def prepare(folder: Path, count: int) -> Path:
+    """A SQLite database with ``count`` raadsleden and an approved campaign; returns the file."""
+    templates = folder / "letters"
+    (templates / "bench").mkdir(parents=True)
+    (templates / "bench" / "campaign.toml").write_text(CAMPAIGN_TOML, encoding="utf-8")
+    (templates / "bench" / "brief.txt.j2").write_text(LETTER, encoding="utf-8")
+    path = folder / f"prepared-{count}.db"
+    bulk_contacts(f"sqlite:///{path}", templates, count)
     return path
 
 
