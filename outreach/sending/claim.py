@@ -88,31 +88,6 @@ def due_condition(now: datetime, *, retry_unknown: bool) -> object:
     return and_(D.state.in_(states), or_(D.state != DEFERRED, D.next_attempt_at <= now))
 
 
-def claim_batch(
-    engine: Engine,
-    *,
-    campaign_id: int,
-    worker: str,
-    now: datetime,
-    lease: timedelta,
-    limit: int,
-    retry_unknown: bool,
-    message_domain: str,
-) -> list[ClaimedRow]:
-    """Claim up to ``limit`` due deliveries for ``worker`` in a transaction of its own (see ``claim``)."""
-    with engine.begin() as conn:
-        return claim(
-            conn,
-            campaign_id=campaign_id,
-            worker=worker,
-            now=now,
-            lease=lease,
-            limit=limit,
-            retry_unknown=retry_unknown,
-            message_domain=message_domain,
-        )
-
-
 def claim(
     conn: Connection,
     *,
