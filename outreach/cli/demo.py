@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from outreach.demo import run_demo
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -33,6 +31,8 @@ def demo(
         except typer.Exit as exc:
             return exc.exit_code
         return result if isinstance(result, int) else 0
+
+    from outreach.demo import run_demo  # aiosmtpd: only the demo needs it
 
     code = run_demo(directory.resolve(), REPO, invoke, typer.echo)
     raise typer.Exit(code)

@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from outreach.cli.common import app_context, contacts_app, echo_json, err_console
 from outreach.registry.bootstrap import initialise
-from outreach.registry.importer import ImportResult, ProgressCallback, import_contacts
 from outreach.registry.query import ContactView, list_contacts, role_label, show_contact
+
+if TYPE_CHECKING:
+    from outreach.registry.importer import ImportResult, ProgressCallback
 
 PROGRESS_AFTER_ROWS = 2000  # small lists finish before a bar would be worth drawing
 
@@ -88,6 +90,8 @@ def import_command(
     """Import a council list: new people are added, known ones updated, every row accounted for."""
     engine = app_context(ctx).engine()
     with _progress_bar() as progress:
+        from outreach.registry.importer import import_contacts  # email-validator, openpyxl
+
         result = import_contacts(
             engine, file, source=source, dry_run=dry_run, rejects_path=rejects, sheet=sheet, progress=progress
         )
