@@ -5,8 +5,11 @@ the same delivery in one group (a retry with no delay) are applied in that order
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -100,8 +103,6 @@ def test_group_commits_on_sqlite(make_campaign: CampaignFactory, engine: Engine)
 
 @pytest.mark.postgres
 def test_group_commits_on_postgresql(pg_url: str, campaign_templates: object) -> None:
-    from pathlib import Path
-
     engine = open_database(pg_url)
     try:
         load_municipalities(engine)
@@ -110,3 +111,51 @@ def test_group_commits_on_postgresql(pg_url: str, campaign_templates: object) ->
         check(engine, plan_deliveries(engine, campaign).campaign_id)
     finally:
         engine.dispose()
+
+
+def test_on_sqlite_the_writer_checkpoints_the_wal_itself(
+    make_campaign: CampaignFactory, engine: Engine
+) -> None:
+    campaign = make_campaign()
+    add_raadsleden(engine, 300)
+    campaign_id = plan_deliveries(engine, campaign).campaign_id
+
+    async def one_commit_per_letter() -> StateWriter:
+        writer = StateWriter(
+            engine,
+            campaign_id=campaign_id,
+            worker="w1",
+            lease=timedelta(minutes=2),
+            message_domain="example.org",
+        )
+        writer.start()
+        try:
+            for row in await writer.claim(300, utcnow()):
+                assert await writer.mark_sending(row.id)
+                writer.record(Transition(row.id, "sent", code=250, sent_at=utcnow()))
+            await writer.flush()
+        finally:
+            await writer.close()
+        return writer
+
+    writer = asyncio.run(one_commit_per_letter())
+    assert writer.commits >= 300
+    checkpointer = writer._checkpointer
+    assert checkpointer is not None and checkpointer.checkpoints >= 1  # at least the one when it stops
+    # Every commit is already in the database file itself: a copy of that file alone, without its WAL,
+    # has all 300 letters sent.
+    database = Path(str(engine.url.database))
+    copy = database.with_name("without-wal.db")
+    shutil.copyfile(database, copy)
+    alone = sqlite3.connect(copy)
+    try:
+        assert alone.execute("SELECT state, count(*) FROM delivery GROUP BY state").fetchall() == [
+            ("sent", 300)
+        ]
+    finally:
+        alone.close()
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        # The writer's connection went back to the pool checkpointing as SQLite does by default.
+        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)

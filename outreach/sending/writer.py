@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,6 +58,8 @@ _T = TypeVar("_T")
 
 #: How long a SQLite transaction moved off the event loop waits for another writer (as outreach.db).
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: SQLite's default ``wal_autocheckpoint``.
+SQLITE_AUTOCHECKPOINT_PAGES = 1000
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 
@@ -139,6 +143,47 @@ class _Statements:
         )
 
 
+class WalCheckpointer:
+    """SQLite: checkpoints the write-ahead log on a thread of its own while the writer commits.
+
+    By default the connection whose commit pushes the WAL past 1,000 pages copies it back into the
+    database file there and then, with an ``fsync``: every ~200 group commits the event loop stopped for
+    that. The writer's connection therefore does not checkpoint (``wal_autocheckpoint=0``), and this
+    thread runs a PASSIVE checkpoint every ``interval`` seconds on its own connection (and once more
+    when it stops): it never blocks the writer or the readers, and the WAL stays small (it restarts
+    from the top once a checkpoint has caught up). sqlite3 releases the GIL while it works. Measured:
+    a group commit of four letters alone costs 128 µs of CPU instead of 182 (130 µs of wall time
+    instead of 258); a whole run of 10,000 letters gains about 4 % (docs/performance.md).
+    """
+
+    def __init__(self, path: str, interval: float = 0.25) -> None:
+        self._path = path
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outreach-checkpoint", daemon=True)
+        self.checkpoints = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
+        try:
+            while True:
+                stopping = self._stop.wait(self._interval)
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                if stopping:
+                    return
+        finally:
+            conn.close()
+
+
 class WriterFailedError(Exception):
     """The database refused a state update; the run must stop (rows stay ``sending`` → ``unknown``)."""
 
@@ -165,6 +210,10 @@ class StateWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-writer")
         self._statements = _Statements(engine)
         self._inline = engine.dialect.name == "sqlite"
+        database = engine.url.database
+        self._checkpointer: WalCheckpointer | None = None
+        if self._inline and database not in (None, "", ":memory:") and not database.startswith("file:"):
+            self._checkpointer = WalCheckpointer(database)
         # PostgreSQL through psycopg: the group commits run on the event loop with psycopg's async
         # connection. On a thread, each round trip to the server gives up the GIL and waits to get it
         # back from the busy event loop (measured: ~8 ms per group commit instead of ~1.5).
@@ -186,6 +235,8 @@ class StateWriter:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="outreach-writer")
+        if self._checkpointer is not None:
+            self._checkpointer.start()
 
     def record(self, transition: Transition) -> None:
         """Queue an outcome; it is committed no later than this worker's next ``mark_sending``."""
@@ -245,7 +296,12 @@ class StateWriter:
             self._aconn = None
 
     def _close_connection(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         if self._conn is not None:
+            if self._checkpointer is not None:
+                with contextlib.suppress(Exception):  # back to the pool as it came
+                    self._set_autocheckpoint(self._conn, SQLITE_AUTOCHECKPOINT_PAGES)
             self._conn.close()
             self._conn = None
 
@@ -452,7 +508,13 @@ class StateWriter:
             self._conn = self._engine.connect()
             if self._inline:
                 self._set_busy_timeout(self._conn, 0)
+            if self._checkpointer is not None:
+                self._set_autocheckpoint(self._conn, 0)
         return self._conn
+
+    @staticmethod
+    def _set_autocheckpoint(conn: Connection, pages: int) -> None:
+        conn.connection.driver_connection.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")  # type: ignore[union-attr]
 
     @staticmethod
     def _set_busy_timeout(conn: Connection, milliseconds: int) -> None:
