@@ -309,6 +309,8 @@ def run_outreach(
         "OUTREACH_SMTP_PORT": str(port),
         "OUTREACH_SMTP_TLS": tls,
     }
+    if "PYTHONPATH" in os.environ:  # to measure another checkout: PYTHONPATH=/path/to/it
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     if ca is not None:
         env.update(
             OUTREACH_SMTP_CA_FILE=str(ca), OUTREACH_SMTP_USERNAME="brieven", OUTREACH_SMTP_PASSWORD="geheim"
