@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 
 from pydantic import NaiveDatetime
-from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -126,19 +126,42 @@ class Approval(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     """One letter of one campaign to one contact; its state machine is in docs/architecture.md."""
 
+    # Every index and foreign key here is paid for by every planned delivery (a million in one INSERT,
+    # docs/performance.md "Scale"), so since migration m002 a planned row costs three index entries: the
+    # primary key; (contact_id, campaign_id), which makes planning idempotent and, contact first, also
+    # finds a person's letters (erasure, ON DELETE SET NULL); and ix_delivery_due for claims. token and
+    # message_id are unique where set: they stay NULL until the first claim, so planned rows add nothing
+    # to those two indexes. campaign_id has no foreign key (PostgreSQL checked it row by row): planning
+    # is the only writer and takes the id from the campaign row it has just read in the same
+    # transaction; campaigns are never deleted, and approvals, which sending requires, still reference
+    # them with a foreign key.
     __table_args__ = (
-        UniqueConstraint("campaign_id", "contact_id", name="uq_delivery_campaign_contact"),
+        Index("uq_delivery_contact_campaign", "contact_id", "campaign_id", unique=True),
         Index("ix_delivery_due", "campaign_id", "state", "next_attempt_at"),
+        Index(
+            "uq_delivery_token",
+            "token",
+            unique=True,
+            sqlite_where=text("token IS NOT NULL"),
+            postgresql_where=text("token IS NOT NULL"),
+        ),
+        Index(
+            "uq_delivery_message_id",
+            "message_id",
+            unique=True,
+            sqlite_where=text("message_id IS NOT NULL"),
+            postgresql_where=text("message_id IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    campaign_id: int = Field(foreign_key="campaign.id")
-    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True, ondelete="SET NULL")
+    campaign_id: int  # campaign.id (no foreign key: see above)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", ondelete="SET NULL")
     state: str = DeliveryState.PENDING.value
     # outreach.letters.ids.new_token(), set when first claimed; the Message-ID "<token@campaign-domain>"
     # is built from it and kept across retries.
-    token: str | None = Field(default=None, unique=True)
-    message_id: str | None = Field(default=None, unique=True)
+    token: str | None = None
+    message_id: str | None = None
     attempts: int = 0
     next_attempt_at: NaiveDatetime | None = None
     last_code: int | None = None  # SMTP reply code of the last attempt

@@ -51,7 +51,8 @@ SNAPSHOT = Path(__file__).parent / "data" / "schema" / "sqlite-after-migrations.
 
 
 def _schema(engine_url: str) -> dict[str, object]:
-    """Tables with their columns (name, type, nullable) and indexes, as SQLAlchemy inspects them."""
+    """Tables with their columns (name, type, nullable), indexes (with the WHERE of a partial one),
+    unique constraints and foreign keys, as SQLAlchemy inspects them."""
     engine = open_database(engine_url, upgrade=False)
     inspector = inspect(engine)
     schema: dict[str, object] = {}
@@ -60,9 +61,25 @@ def _schema(engine_url: str) -> dict[str, object]:
             continue
         columns = [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)]
         indexes = sorted(
-            (i["name"] or "", tuple(i["column_names"]), i["unique"]) for i in inspector.get_indexes(table)
+            (
+                i["name"] or "",
+                tuple(i["column_names"]),
+                i["unique"],
+                str(i.get("dialect_options", {}).get("sqlite_where", "")),
+            )
+            for i in inspector.get_indexes(table)
         )
-        schema[table] = (columns, indexes)
+        uniques = sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(table))
+        foreign_keys = sorted(
+            (
+                tuple(fk["constrained_columns"]),
+                fk["referred_table"],
+                tuple(fk["referred_columns"]),
+                tuple(sorted(fk["options"].items())),
+            )
+            for fk in inspector.get_foreign_keys(table)
+        )
+        schema[table] = (columns, indexes, uniques, foreign_keys)
     engine.dispose()
     return schema
 

@@ -1,8 +1,8 @@
 """Planning: one Delivery per (campaign, contact), created and updated with set-based statements.
 
-``plan_deliveries`` runs at the start of every ``outreach send``. It is idempotent: the unique
-(campaign_id, contact_id) constraint and ``ON CONFLICT DO NOTHING`` make a second run add only contacts
-that joined the audience since. It also re-checks every delivery that has not gone out yet against the
+``plan_deliveries`` runs at the start of every ``outreach send``. It is idempotent: the unique index on
+(contact_id, campaign_id) and ``ON CONFLICT DO NOTHING`` make a second run add only contacts that joined
+the audience since. It also re-checks every delivery that has not gone out yet against the
 suppression list and the registry, so an opt-out recorded between two runs is honoured. Planning a
 campaign of a million contacts is one ``INSERT ... SELECT`` and a few ``UPDATE``s, no Python loop.
 """
@@ -49,6 +49,9 @@ SKIP_INVALID = "invalid address"
 SKIP_INACTIVE = "no longer in office"
 SKIP_FORGOTTEN = "removed from the registry"
 
+#: On PostgreSQL, planning that adds at least this many deliveries refreshes the table's statistics.
+_ANALYZE_AFTER = 10_000
+
 
 @dataclass(frozen=True)
 class PlanResult:
@@ -88,8 +91,17 @@ def plan_deliveries(
         audience = audience_contact_ids(campaign)
     now = utcnow()
     with engine.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            # JIT compiling took 0.6 s of a 1.5 s skip UPDATE over a million deliveries and saved nothing.
+            conn.exec_driver_sql("SET LOCAL jit = off")
         campaign_id = campaign_id_for(conn, campaign.slug, campaign.name)
         created = _insert_missing(conn, campaign_id, audience, now)
+        if postgres and created >= _ANALYZE_AFTER:
+            # The planner's row counts for delivery predate this INSERT (autovacuum analyses only after
+            # the commit): with them it ran the skip UPDATE below as a nested loop over every new row
+            # (3.5-4.5 s for a million instead of about 1.5).
+            conn.exec_driver_sql("ANALYZE delivery")
         skipped = skip_undeliverable(conn, campaign_id, now, include_unknown=retry_unknown)
         total = conn.execute(select(func.count()).where(D.campaign_id == campaign_id)).scalar_one()
     return PlanResult(campaign_id=campaign_id, created=created, skipped=skipped, total=int(total))
@@ -110,7 +122,7 @@ def _insert_missing(conn: Connection, campaign_id: int, audience: Select[Any], n
     statement = (
         insert(DELIVERY)
         .from_select(["campaign_id", "contact_id", "state", "attempts", "created_at", "updated_at"], rows)
-        .on_conflict_do_nothing(index_elements=["campaign_id", "contact_id"])
+        .on_conflict_do_nothing(index_elements=["contact_id", "campaign_id"])
     )
     # preserve_rowcount: without it SQLAlchemy 2.1 reports 0 for an INSERT ... SELECT on psycopg.
     result = conn.execute(statement, execution_options={"preserve_rowcount": True})

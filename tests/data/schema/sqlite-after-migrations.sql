@@ -64,11 +64,7 @@ CREATE TABLE delivery (
 	created_at DATETIME NOT NULL, 
 	updated_at DATETIME NOT NULL, 
 	PRIMARY KEY (id), 
-	CONSTRAINT uq_delivery_campaign_contact UNIQUE (campaign_id, contact_id), 
-	FOREIGN KEY(campaign_id) REFERENCES campaign (id), 
-	FOREIGN KEY(contact_id) REFERENCES contact (id) ON DELETE SET NULL, 
-	UNIQUE (token), 
-	UNIQUE (message_id)
+	FOREIGN KEY(contact_id) REFERENCES contact (id) ON DELETE SET NULL
 );
 CREATE TABLE event (
 	id INTEGER NOT NULL, 
@@ -110,7 +106,8 @@ CREATE TABLE municipality (
 	UNIQUE (cbs_code)
 );
 CREATE TABLE schema_migration (name VARCHAR(200) PRIMARY KEY, applied_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP);
-INSERT INTO "schema_migration" VALUES('m001_initial','2026-11-23 19:24:18');
+INSERT INTO "schema_migration" VALUES('m001_initial','2026-11-23 22:03:36');
+INSERT INTO "schema_migration" VALUES('m002_delivery_keys','2026-11-23 22:03:36');
 CREATE TABLE suppression (
 	id INTEGER NOT NULL, 
 	key_hash VARCHAR NOT NULL, 
@@ -122,15 +119,17 @@ CREATE TABLE suppression (
 	UNIQUE (key_hash)
 );
 CREATE INDEX ix_suppression_email_key ON suppression (email_key);
-CREATE INDEX ix_contact_email_key ON contact (email_key);
 CREATE INDEX ix_contact_muni_sort ON contact (municipality_id, sort_name);
 CREATE INDEX ix_contact_email_hash ON contact (email_hash);
+CREATE INDEX ix_contact_email_key ON contact (email_key);
 CREATE INDEX ix_approval_campaign_id ON approval (campaign_id);
+CREATE UNIQUE INDEX uq_delivery_contact_campaign ON delivery (contact_id, campaign_id);
+CREATE UNIQUE INDEX uq_delivery_token ON delivery (token) WHERE token IS NOT NULL;
+CREATE UNIQUE INDEX uq_delivery_message_id ON delivery (message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX ix_delivery_due ON delivery (campaign_id, state, next_attempt_at);
-CREATE INDEX ix_delivery_contact_id ON delivery (contact_id);
-CREATE INDEX ix_event_contact_id ON event (contact_id);
 CREATE INDEX ix_event_reference ON event (reference);
 CREATE INDEX ix_event_delivery_id ON event (delivery_id);
 CREATE INDEX ix_event_campaign_id ON event (campaign_id);
 CREATE INDEX ix_event_kind ON event (kind);
+CREATE INDEX ix_event_contact_id ON event (contact_id);
 COMMIT;
