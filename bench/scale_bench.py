@@ -6,9 +6,9 @@ Steps (``--steps``, default all):
   Windows-1252, ``;``, every municipality, about 1 in 500 rows bad), import them with the registry's
   importer (``import_contacts``, as ``outreach contacts import``) into a fresh SQLite database and into a
   throwaway PostgreSQL database, then plan a campaign that addresses all of them (``plan_deliveries``:
-  one ``INSERT ... SELECT`` and a few set-based ``UPDATE`` s; the statements are counted), then plan again
-  (nothing new: what every later ``outreach send`` pays). Each database is done in a process of its own,
-  so the peak RSS is that of importing and planning.
+  one ``INSERT ... SELECT`` and a few set-based ``UPDATE`` s; the statements are counted and timed by
+  kind), then plan again (nothing new: what every later ``outreach send`` pays). Each database is done in
+  a process of its own, so the peak RSS is that of importing and planning.
 - ``senders``: ``--deliveries`` (100,000) contacts bulk-inserted into a throwaway PostgreSQL database,
   sent by one ``outreach send`` process, and then (deliveries removed, planned afresh) by two
   ``outreach send`` processes started together, all against one Postfix ``smtp-sink`` on 127.0.0.1.
