@@ -203,24 +203,10 @@ def forget_deliveries(url: str) -> None:
 
 def senders(url: str, templates: Path, port: int, processes: int, concurrency: int) -> dict[str, Any]:
     """``processes`` ``outreach send`` processes started together; wall time until the last is done."""
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(templates.parent),
-        "OUTREACH_DATABASE_URL": url,
-        "OUTREACH_TEMPLATES": str(templates),
-        "OUTREACH_SMTP_HOST": "127.0.0.1",
-        "OUTREACH_SMTP_PORT": str(port),
-        "OUTREACH_SMTP_TLS": "none",
-    }
-    cmd = [
-        str(VENV_BIN / "outreach"),
-        "send",
-        "--campaign",
-        "bench",
-        "--yes",
-        "--concurrency",
-        str(concurrency),
-    ]
+    from bench.send_bench import send_command, send_env
+
+    env = send_env(url, templates, port)
+    cmd = send_command(concurrency)
     load = os.getloadavg()[0]
     started = time.perf_counter()
     running = [

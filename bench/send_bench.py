@@ -295,27 +295,25 @@ def mailmerge_files(folder: Path, count: int, port: int, security: str | None) -
     ]
 
 
-def run_outreach(
-    folder: Path, prepared: Path, port: int, *, concurrency: int, tls: str = "none", ca: Path | None = None
-) -> tuple[float, float, float, str]:
-    db = folder / f"run-{time.monotonic_ns()}.db"
-    shutil.copy(prepared, db)
+def send_env(url: str, templates: Path, port: int, *, tls: str = "none") -> dict[str, str]:
+    """The environment of a benchmarked ``outreach send``: nothing of ours but the database, the
+    templates and the SMTP server."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(folder),
-        "OUTREACH_DATABASE_URL": f"sqlite:///{db}",
-        "OUTREACH_TEMPLATES": str(folder / "letters"),
+        "HOME": str(templates.parent),
+        "OUTREACH_DATABASE_URL": url,
+        "OUTREACH_TEMPLATES": str(templates),
         "OUTREACH_SMTP_HOST": "127.0.0.1",
         "OUTREACH_SMTP_PORT": str(port),
         "OUTREACH_SMTP_TLS": tls,
     }
     if "PYTHONPATH" in os.environ:  # to measure another checkout: PYTHONPATH=/path/to/it
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    if ca is not None:
-        env.update(
-            OUTREACH_SMTP_CA_FILE=str(ca), OUTREACH_SMTP_USERNAME="brieven", OUTREACH_SMTP_PASSWORD="geheim"
-        )
-    cmd = [
+    return env
+
+
+def send_command(concurrency: int) -> list[str]:
+    return [
         str(VENV_BIN / "outreach"),
         "send",
         "--campaign",
@@ -324,6 +322,19 @@ def run_outreach(
         "--concurrency",
         str(concurrency),
     ]
+
+
+def run_outreach(
+    folder: Path, prepared: Path, port: int, *, concurrency: int, tls: str = "none", ca: Path | None = None
+) -> tuple[float, float, float, str]:
+    db = folder / f"run-{time.monotonic_ns()}.db"
+    shutil.copy(prepared, db)
+    env = send_env(f"sqlite:///{db}", folder / "letters", port, tls=tls)
+    if ca is not None:
+        env.update(
+            OUTREACH_SMTP_CA_FILE=str(ca), OUTREACH_SMTP_USERNAME="brieven", OUTREACH_SMTP_PASSWORD="geheim"
+        )
+    cmd = send_command(concurrency)
     return timed(cmd, env=env)
 
 
