@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import math
 import random
@@ -230,9 +231,14 @@ def run_send(
         # connections fed (measured in bench/send_bench.py).
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(min(switch_interval, 0.001))
+        # What start-up created (modules, SQLAlchemy's and Jinja's caches, templates) lives as long as the
+        # run: the collector's full passes need not walk it again (GC time per 10,000 letters 0.17-0.26 s
+        # -> 0.11-0.14 s).
+        gc.freeze()
         try:
             asyncio.run(sender.run())
         finally:
+            gc.unfreeze()
             sys.setswitchinterval(switch_interval)
             summary.elapsed = time.perf_counter() - started
             summary.counts, summary.elsewhere = delivery_counts(engine, campaign_id, worker=summary.worker)
