@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -361,3 +362,35 @@ def test_a_contact_added_after_approval_that_cannot_be_rendered_is_held_back(
     assert "contact.voornaam" in (rows[late].last_error or "")
     assert not server.handler.received_by(late)
     assert summary.sent == 3
+
+
+def test_a_reply_timeout_holds_after_a_longer_one_was_answered() -> None:
+    """One timer per connection serves every read's deadline (smtp._TransactionProtocol): a short wait
+    after a long one must still end at its own deadline, not at the long one's."""
+    from outreach.sending.smtp import _TransactionProtocol
+
+    async def scenario() -> str:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 hello\r\n")
+            await reader.readline()  # NOOP: never answered
+            await reader.read()  # until the client hangs up
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_connection(
+            lambda: _TransactionProtocol(loop), "127.0.0.1", port
+        )
+        try:
+            assert await protocol.read(1, 30.0) == [(220, "hello")]  # timer armed 30 s ahead
+            transport.write(b"NOOP\r\n")
+            with pytest.raises(TimeoutError) as raised:
+                await asyncio.wait_for(protocol.read(1, 0.2), 10)  # the guard: 10 s, far beyond 0.2
+            return str(raised.value)
+        finally:
+            transport.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) == "no reply within 0.2 s"

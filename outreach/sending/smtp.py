@@ -79,9 +79,27 @@ class _TransactionProtocol(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._wanted = 0
         self.lost: str | None = None
+        # The reply timeout: a deadline per read, and at most one timer per connection that checks it
+        # when it fires (and re-arms for a later deadline). A timer per read, created and cancelled
+        # twice per letter, was ~6 % of the event loop's time (cProfile, 10,000 letters).
+        self._deadline = 0.0
+        self._timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer
+        if not buffer and not self._lines and data[3:4] == b" " and data.find(b"\n") == len(data) - 1:
+            # Nearly every read is one whole one-line reply ("250 2.0.0 Ok: queued").
+            try:
+                code = int(data[:3])
+            except ValueError:
+                pass
+            else:
+                self.replies.append((code, data[4:].decode("utf-8", "replace").strip()))
+                waiter = self._waiter
+                if waiter is not None and len(self.replies) >= self._wanted and not waiter.done():
+                    waiter.set_result(None)
+                return
         buffer += data
         start = 0
         while True:
@@ -117,27 +135,38 @@ class _TransactionProtocol(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def read(self, count: int, timeout: float) -> list[tuple[int, str]]:
         if len(self.replies) < count and self.lost is None:
             self._wanted = count
             waiter = self._waiter = self._loop.create_future()
-            # A timer on the waiter itself: asyncio.wait_for wraps it in a task-like future of its own,
-            # twice per letter, for a cost that showed in the event loop's profile.
-            timer = self._loop.call_later(timeout, _expire, waiter, timeout)
+            deadline = self._deadline = self._loop.time() + timeout
+            self._timeout = timeout
+            timer = self._timer
+            if timer is None or timer.when() > deadline:
+                if timer is not None:
+                    timer.cancel()
+                self._timer = self._loop.call_at(deadline, self._check_deadline)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
         if len(self.replies) < count:
             raise ConnectionError(self.lost or "connection lost")
         return [self.replies.popleft() for _ in range(count)]
 
-
-def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError(f"no reply within {timeout:g} s"))
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # nothing is waiting; the next read arms the timer again
+        if self._loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError(f"no reply within {self._timeout:g} s"))
+        else:  # armed for an earlier read that was answered in time: wait for this one's deadline
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:

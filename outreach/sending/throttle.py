@@ -119,7 +119,7 @@ class DomainScheduler(Generic[J]):
                 continue
             job = entry.jobs.popleft()
             if not entry.jobs:
-                self._ring.remove(domain)
+                self._ring.pop()  # the rotation made it the last (``remove`` walked the whole ring)
             entry.in_flight += 1
             entry.limiter.consume(now)
             self._global.consume(now)
