@@ -387,6 +387,8 @@ class _Sender:
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.composer: ComposerProcess | None = None
+        # Per connection: the letter it sends next, whose envelope may already be with the server.
+        self._following: dict[SmtpConnection, Job] = {}
 
     def start_composer(self) -> None:
         """Claim and compose in a second process. It starts in the background; until it is ready, the
@@ -607,7 +609,14 @@ class _Sender:
         connection = SmtpConnection(self.settings, local_hostname=self.campaign.message_domain)
         try:
             while True:
-                job = await self._next_job()
+                job = self._following.pop(connection, None)
+                if job is not None and self._stopping:
+                    # Taken to follow the last letter, but the run is stopping: it stays unsent (its
+                    # claim is given back when the run settles).
+                    self.scheduler.done(job.domain, self.clock())
+                    job = None
+                if job is None:
+                    job = await self._next_job()
                 if job is None:
                     return
                 try:
@@ -625,9 +634,37 @@ class _Sender:
             raise
         finally:
             self._live_connections -= 1
+            left = self._following.pop(connection, None)
+            if left is not None:
+                if not self._stopping:  # this connection gave up: another one takes the letter
+                    self.scheduler.add(left.domain, left)
+                self.scheduler.done(left.domain, self.clock())
+                self._changed.set()
             await connection.close()
             if self._live_connections == 0:
                 self.stop()
+
+    def _follow(self, connection: SmtpConnection) -> Job | None:
+        """The letter this connection sends after the current one, taken now so that its envelope can
+        go out behind the current body (``SmtpConnection.send``). Only when a job may go at once, the
+        connection has room for it, and enough letters are waiting that no idle connection goes short."""
+        job = self._following.get(connection)
+        if job is None:
+            if (
+                self._stopping
+                or not connection.pipelining
+                or connection.sent + 1 >= self.max_per_connection
+                or len(self.scheduler) <= self.options.concurrency
+            ):
+                return None
+            job, _ = self.scheduler.take(self.clock())
+            if job is None:
+                return None
+            self._following[connection] = job
+            assert self._want_more is not None
+            if len(self.scheduler) < self._low_water():
+                self._want_more.set()
+        return job if len(job.recipients) == 1 else None
 
     async def _interruptible_sleep(self, seconds: float) -> None:
         assert self._stop_event is not None
@@ -684,11 +721,15 @@ class _Sender:
                 raise _Stop(exc) from None
         if not await self.writer.mark_sending(job.row.id):
             log.warning("delivery %s: claim lost to another worker; not sending", job.row.id)
+            if connection.next_envelope_for(job.row.id):
+                connection.abort()  # the server awaits this letter's body; it must not get it
             return
         job.attempted = True
         job.tries += 1
+        follow = self._follow(connection)
+        then = None if follow is None else (follow.row.id, follow.sender, follow.recipients, follow.body)
         try:
-            result = await connection.send(job.sender, job.recipients, job.body)
+            result = await connection.send(job.sender, job.recipients, job.body, key=job.row.id, then=then)
         except (SmtpReplyError, ConnectionLostError) as exc:
             outcome = classify_smtp_error(exc)
         else:

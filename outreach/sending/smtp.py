@@ -68,6 +68,14 @@ class SendResult:
     refused: dict[str, tuple[int, str]]  # copies (cc) the server refused while accepting the letter
 
 
+@dataclass(frozen=True)
+class _Envelope:
+    key: object  # whose letter (the caller's delivery id)
+    commands: list[bytes]  # MAIL FROM and RCPT TO lines
+    pipeline_data: bool  # DATA goes out with them
+    body: bytes  # dot-stuffed, ends with CRLF
+
+
 class _TransactionProtocol(asyncio.Protocol):
     """Reads SMTP replies (multi-line aware) into a queue; ``read(n)`` waits for n complete replies."""
 
@@ -188,6 +196,7 @@ class SmtpConnection:
         self._smtputf8 = False
         self.sent = 0  # letters accepted on this connection
         self.connect_failures = 0  # consecutive failed opens
+        self._next: _Envelope | None = None  # an envelope sent behind the last body, replies unread
 
     @property
     def where(self) -> str:
@@ -262,6 +271,7 @@ class SmtpConnection:
         except OSError as exc:
             client.close()
             raise ConnectFailedError(f"{where}: {exc}") from None
+        self._next = None
         self.pipelining = client.supports_extension("pipelining")
         self._size = client.supports_extension("size")
         self._smtputf8 = client.supports_extension("smtputf8")
@@ -280,16 +290,8 @@ class SmtpConnection:
         except UnicodeEncodeError:
             return address.encode("utf-8"), True
 
-    async def send(self, sender: str, recipients: Sequence[str], body: bytes) -> SendResult:
-        """Send one letter; ``recipients[0]`` is the addressee, the rest are copies.
-
-        Raises ``SmtpReplyError`` when the server refuses the addressee or the letter,
-        ``ConnectionLostError`` when the connection breaks (``body_sent`` says on which side of the body).
-        """
-        transport, protocol = self._transport, self._protocol
-        if transport is None or protocol is None or not self.is_open:
-            raise ConnectionLostError("not connected", body_sent=False)
-        timeout = self._settings.smtp_timeout
+    def _envelope(self, key: object, sender: str, recipients: Sequence[str], body: bytes) -> _Envelope:
+        """The commands of one transaction and its body, ready to write (dot-stuffed, CRLF-terminated)."""
         sender_bytes, utf8 = self._encode_address(sender)
         rcpt_bytes: list[bytes] = []
         for address in recipients:
@@ -310,12 +312,58 @@ class SmtpConnection:
         if utf8:
             mail += b" SMTPUTF8"
         commands = [mail + b"\r\n"] + [b"RCPT TO:<" + r + b">\r\n" for r in rcpt_bytes]
+        # With copies, DATA waits for the RCPT replies: a refused addressee must end the transaction
+        # with RSET, and after a pipelined 354 the only way out would be an empty message to the copy.
+        pipeline_data = self.pipelining and len(recipients) == 1
+        return _Envelope(key, commands, pipeline_data, body)
+
+    def next_envelope_for(self, key: object) -> bool:
+        """Whether the envelope of the letter ``key`` already went out behind the previous body."""
+        return self._next is not None and self._next.key == key
+
+    async def send(
+        self,
+        sender: str,
+        recipients: Sequence[str],
+        body: bytes,
+        *,
+        key: object = None,
+        then: tuple[object, str, Sequence[str], bytes] | None = None,
+    ) -> SendResult:
+        """Send one letter; ``recipients[0]`` is the addressee, the rest are copies.
+
+        ``then`` (key, sender, recipients, body) is the letter this connection sends next: with
+        PIPELINING its MAIL, RCPT and DATA go out in the same write as this letter's body (RFC 2920 3.1:
+        message content may be the first "command" of a group), so each letter costs one write and one
+        wait for replies instead of two. Only its envelope goes out: its body waits for its own ``send``
+        (with the same ``key``), after the caller has recorded it as ``sending``. A caller that decides
+        not to send it must ``abort`` the connection (the server awaits that body: RFC 2920 leaves no
+        clean way back from a pipelined 354).
+
+        Raises ``SmtpReplyError`` when the server refuses the addressee or the letter,
+        ``ConnectionLostError`` when the connection breaks (``body_sent`` says on which side of the body).
+        """
+        transport, protocol = self._transport, self._protocol
+        if transport is None or protocol is None or not self.is_open:
+            raise ConnectionLostError("not connected", body_sent=False)
+        timeout = self._settings.smtp_timeout
+        ahead, self._next = self._next, None
+        if ahead is not None and ahead.key != key:
+            self.abort()  # the server expects another letter's body
+            raise ConnectionLostError("the connection was prepared for another letter", body_sent=False)
+        letter = ahead if ahead is not None else self._envelope(key, sender, recipients, body)
+        follow: _Envelope | None = None
+        if then is not None and self.pipelining and len(then[2]) == 1:
+            try:
+                follow = self._envelope(*then)
+            except SmtpReplyError:
+                follow = None  # its own send reports it
+        commands, pipeline_data = letter.commands, letter.pipeline_data
         body_sent = False
         try:
-            # With copies, DATA waits for the RCPT replies: a refused addressee must end the transaction
-            # with RSET, and after a pipelined 354 the only way out would be an empty message to the copy.
-            pipeline_data = self.pipelining and len(recipients) == 1
-            if self.pipelining:
+            if ahead is not None:
+                replies = await protocol.read(len(commands) + 1, timeout)
+            elif self.pipelining:
                 transport.write(b"".join(commands) + (b"DATA\r\n" if pipeline_data else b""))
                 replies = await protocol.read(len(commands) + pipeline_data, timeout)
             else:
@@ -346,11 +394,19 @@ class SmtpConnection:
                 if code != 421:
                     await self._reset(timeout)
                 raise SmtpReplyError(code, text, "data")
-            transport.write(body + b".\r\n")
+            if follow is not None:
+                transport.write(letter.body + b".\r\n" + b"".join(follow.commands) + b"DATA\r\n")
+                self._next = follow
+            else:
+                transport.write(letter.body + b".\r\n")
             body_sent = True
             ((code, text),) = await protocol.read(1, timeout)
             if code != 250:
-                if code != 421:
+                if self._next is not None:
+                    # The next envelope is already with the server, behind a refused body: rather than
+                    # untangle its replies, start that letter afresh on a new connection.
+                    self.abort()
+                elif code != 421:
                     # The transaction is over (RFC 5321 4.1.1.4), but a server whose handler failed may
                     # keep the envelope (aiosmtpd does, answering the next MAIL with 503): RSET.
                     await self._reset(timeout)
@@ -389,7 +445,7 @@ class SmtpConnection:
         transport, protocol = self._transport, self._protocol
         if transport is None or protocol is None:
             return
-        if self.is_open:
+        if self.is_open and self._next is None:  # after a pipelined DATA, QUIT would be message text
             try:
                 transport.write(b"QUIT\r\n")
                 await protocol.read(1, min(5.0, self._settings.smtp_timeout))
@@ -402,6 +458,7 @@ class SmtpConnection:
             self._transport.close()
         self._transport = None
         self._protocol = None
+        self._next = None
 
 
 def _tls_error(where: str, exc: BaseException | None) -> SmtpError:
