@@ -394,3 +394,30 @@ def test_a_reply_timeout_holds_after_a_longer_one_was_answered() -> None:
             await server.wait_closed()
 
     assert asyncio.run(scenario()) == "no reply within 0.2 s"
+
+
+def test_replies_are_parsed_across_reads_and_lines() -> None:
+    """Pipelined replies arrive several to a read, split anywhere, multi-line ones included."""
+    from outreach.sending.smtp import _TransactionProtocol
+
+    loop = asyncio.new_event_loop()
+    loop.close()  # never run: the parser only needs it to create waiters, and none is waiting here
+    protocol = _TransactionProtocol(loop)
+    stream = (
+        b"250 2.0.0 queued as 1\r\n250 OK\r\n"
+        b"550-5.7.1 first line\r\n550-5.7.1 second line\r\n550 5.7.1 last line\r\n"
+        b"354 go ahead\r\n250 done\r\n"
+    )
+    for cut in (5, 23, 30, 61, 90, len(stream)):  # arbitrary read boundaries, mid-line and mid-reply
+        protocol.data_received(stream[:cut])
+        stream = stream[cut:]
+    assert list(protocol.replies) == [
+        (250, "2.0.0 queued as 1"),
+        (250, "OK"),
+        (550, "5.7.1 first line\n5.7.1 second line\n5.7.1 last line"),
+        (354, "go ahead"),
+        (250, "done"),
+    ]
+    assert protocol.lost is None
+    protocol.data_received(b"garbage\r\n")
+    assert protocol.lost is not None and "malformed" in protocol.lost
