@@ -102,10 +102,26 @@ def m002_delivery_keys(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def m003_griffie_index(conn: Connection) -> None:
+    """A partial index on the griffie rows of ``contact`` (issue 4).
+
+    Composing a batch of letters looks up each municipality's griffie (the copy address). Without an
+    index on ``role`` that read every contact for every batch of 200 letters: 80-115 ms a batch with
+    100,000 contacts (against 11-26 ms with 10,000), which made the composer the bottleneck of a large
+    campaign and would have made a million supporters impossible. Only griffie rows enter the index, so
+    an import pays nothing for the others.
+    """
+    conn.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_contact_griffie ON contact (municipality_id, id) "
+        "WHERE role = 'griffie'"
+    )
+
+
 # Append only. Never rename or remove an entry: names are recorded in databases in the field.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_delivery_keys", m002_delivery_keys),
+    ("m003_griffie_index", m003_griffie_index),
 ]
 
 

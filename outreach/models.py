@@ -66,7 +66,18 @@ class Municipality(SQLModel, table=True):
 class Contact(SQLModel, table=True):
     """One person (or the griffie mailbox) in one office of one municipality."""
 
-    __table_args__ = (Index("ix_contact_muni_sort", "municipality_id", "sort_name"),)
+    __table_args__ = (
+        Index("ix_contact_muni_sort", "municipality_id", "sort_name"),
+        # Each municipality's griffie (the copy address of a letter) without reading every contact: a
+        # partial index holds only the griffie rows (migration m003).
+        Index(
+            "ix_contact_griffie",
+            "municipality_id",
+            "id",
+            sqlite_where=text("role = 'griffie'"),
+            postgresql_where=text("role = 'griffie'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     # No single-column indexes on municipality_id (ix_contact_muni_sort leads with it), role or party

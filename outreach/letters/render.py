@@ -23,7 +23,7 @@ from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateN
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import concat, missing
-from sqlalchemy import Connection, Select, Table, exists, func, select, true
+from sqlalchemy import Connection, Select, Table, exists, func, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
@@ -116,7 +116,10 @@ def _recipients_statement() -> Select[Any]:
     first_griffie = (
         select(griffie.c.municipality_id, func.min(griffie.c.id).label("griffie_id"))
         .where(
-            griffie.c.role == Role.GRIFFIE.value,
+            # A literal, not a bound parameter, so that the partial index on the griffie rows
+            # (ix_contact_griffie) fits any plan: a PostgreSQL generic plan for a prepared statement
+            # cannot prove "role = $1" implies the index's "role = 'griffie'".
+            griffie.c.role == literal_column(f"'{Role.GRIFFIE.value}'"),
             griffie.c.active == true(),
             ~exists().where(griffie_suppression.c.key_hash == griffie.c.email_hash),
         )
