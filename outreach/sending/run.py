@@ -224,18 +224,19 @@ def run_send(
         sender = _Sender(engine, settings, campaign, campaign_id, options, letters, progress or _NoProgress())
         sender.summary = summary
         summary.worker = sender.worker
-        if _use_composer_process(engine, options, summary.due, own_letters):
-            sender.start_composer()
+        # What start-up created (modules, SQLAlchemy's and Jinja's caches, templates) lives as long as the
+        # run: the collector's full passes need not walk it again (GC time per 10,000 letters 0.17-0.26 s
+        # -> 0.11-0.14 s). Frozen before the composer is forked, so that the child never collects (and
+        # finalises) an object it inherited, such as one of this process's database connections.
+        gc.freeze()
         # The producer composes letters on a thread; with the default 5 ms switch interval the event
         # loop waits that long for the GIL each time it wants to answer a server. 1 ms keeps the
         # connections fed (measured in bench/send_bench.py).
         switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch_interval, 0.001))
-        # What start-up created (modules, SQLAlchemy's and Jinja's caches, templates) lives as long as the
-        # run: the collector's full passes need not walk it again (GC time per 10,000 letters 0.17-0.26 s
-        # -> 0.11-0.14 s).
-        gc.freeze()
         try:
+            if _use_composer_process(engine, options, summary.due, own_letters):
+                sender.start_composer()
+            sys.setswitchinterval(min(switch_interval, 0.001))
             asyncio.run(sender.run())
         finally:
             gc.unfreeze()
@@ -394,7 +395,10 @@ class _Sender:
         """Claim and compose in a second process. It starts in the background; until it is ready, the
         producer composes on a thread as without it."""
         url = self.engine.url.render_as_string(hide_password=False)
-        self.composer = ComposerProcess(url, self.campaign)
+        try:
+            self.composer = ComposerProcess(url, self.campaign)
+        except OSError as exc:  # fork or spawn refused (out of memory, process limit): compose here
+            log.warning("composing in this process: cannot start a composer process: %s", exc)
 
     # --------------------------------------------------------------------------------- lifecycle
 
