@@ -58,3 +58,23 @@ def test_status_of_an_unknown_campaign_is_one_line(db_url: str, runner: CliRunne
     result = runner.invoke(app, ["status", "--campaign", "nope"], env={"OUTREACH_DATABASE_URL": db_url})
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: campaign nope has no deliveries yet")
+
+
+def test_the_progress_bar_counts_every_letter_though_it_redraws_rarely() -> None:
+    import io
+
+    from rich.console import Console
+
+    from outreach.cli.sending import _RichProgress
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=140)
+    progress = _RichProgress(console)
+    progress.start(250)
+    for n in range(250):
+        progress.advance("failed" if n % 5 == 0 else "sent")
+    progress.stop()
+    task = progress._bar.tasks[0]
+    assert task.completed == 250
+    assert (task.fields["sent"], task.fields["failed"], task.fields["other"]) == (200, 50, 0)
+    output = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "250/250" in output and "sent 200" in output and "failed 50" in output
