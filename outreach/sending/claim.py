@@ -197,14 +197,6 @@ def placeholder(dialect: Dialect) -> str:
     return "?" if dialect.paramstyle == "qmark" else "%s"
 
 
-def renew_lease(conn: Connection, *, campaign_id: int, worker: str, until: datetime) -> None:
-    conn.execute(
-        update(DELIVERY)
-        .where(D.campaign_id == campaign_id, D.claimed_by == worker, D.state.in_((*CLAIMABLE, SENDING)))
-        .values(lease_until=until)
-    )
-
-
 def release_claims(
     conn: Connection, *, campaign_id: int, worker: str, ids: Sequence[int] | None = None
 ) -> int:
