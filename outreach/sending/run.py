@@ -592,13 +592,18 @@ class _Sender:
 
     # -------------------------------------------------------------------------------- connections
 
+    def _take(self) -> tuple[Job | None, float]:
+        """``DomainScheduler.take`` now; below the low-water mark the producer is asked for more."""
+        assert self._want_more is not None
+        job, wait = self.scheduler.take(self.clock())
+        if len(self.scheduler) < self._low_water():
+            self._want_more.set()
+        return job, wait
+
     async def _next_job(self) -> Job | None:
-        assert self._changed is not None and self._want_more is not None
-        low_water = self._low_water()
+        assert self._changed is not None
         while not self._stopping:
-            job, wait = self.scheduler.take(self.clock())
-            if len(self.scheduler) < low_water:
-                self._want_more.set()
+            job, wait = self._take()
             if job is not None:
                 return job
             if self._producer_done and len(self.scheduler) == 0:
@@ -661,13 +666,10 @@ class _Sender:
                 or len(self.scheduler) <= self.options.concurrency
             ):
                 return None
-            job, _ = self.scheduler.take(self.clock())
+            job, _ = self._take()
             if job is None:
                 return None
             self._following[connection] = job
-            assert self._want_more is not None
-            if len(self.scheduler) < self._low_water():
-                self._want_more.set()
         return job if len(job.recipients) == 1 else None
 
     async def _interruptible_sleep(self, seconds: float) -> None:
