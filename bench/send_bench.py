@@ -498,21 +498,21 @@ def main() -> None:
                 Result(loop_name, "mailmerge 2.3.0", args.count, wall, cpu, rss, "one connection per letter")
             )
 
-        rtt_name = "10 ms RTT, STARTTLS + AUTH, aiosmtpd"
-        with tls_sink_behind_delay(folder, 0.005) as (port, ca_file):
-            rtt_db = prepare(folder / "rtt", args.rtt_count) if args.rtt_count != args.count else prepared
+        rtt_db = prepare(folder / "rtt", args.rtt_count) if args.rtt_count != args.count else prepared
+        rtt_folder = folder if rtt_db is prepared else folder / "rtt"
+
+        def outreach_at_rtt(name: str, port: int, ca_file: Path) -> None:
             wall, cpu, rss, out = run_outreach(
-                folder if rtt_db is prepared else folder / "rtt",
-                rtt_db,
-                port,
-                concurrency=args.rtt_concurrency,
-                tls="starttls",
-                ca=ca_file,
+                rtt_folder, rtt_db, port, concurrency=args.rtt_concurrency, tls="starttls", ca=ca_file
             )
             results.append(
-                Result(rtt_name, "outreach send", args.rtt_count, wall, cpu, rss,
+                Result(name, "outreach send", args.rtt_count, wall, cpu, rss,
                        f"--concurrency {args.rtt_concurrency}; " + send_rate(out))
             )  # fmt: skip
+
+        rtt_name = "10 ms RTT, STARTTLS + AUTH, aiosmtpd"
+        with tls_sink_behind_delay(folder, 0.005) as (port, ca_file):
+            outreach_at_rtt(rtt_name, port, ca_file)
             cmd = mailmerge_files(folder, args.mailmerge_rtt_count, port, "STARTTLS")
             wall, cpu, rss, _ = timed(cmd, stdin="geheim\n")
             count = args.mailmerge_rtt_count
@@ -522,20 +522,8 @@ def main() -> None:
         # The same server announcing PIPELINING, as real relays do: outreach then sends MAIL, RCPT and
         # DATA in one write and the next letter's envelope behind each body (one round trip per letter).
         # mailmerge does not pipeline, so its figure above stands for this server too.
-        rtt_name = "10 ms RTT, STARTTLS + AUTH + PIPELINING, aiosmtpd"
         with tls_sink_behind_delay(folder, 0.005, pipelining=True) as (port, ca_file):
-            wall, cpu, rss, out = run_outreach(
-                folder if rtt_db is prepared else folder / "rtt",
-                rtt_db,
-                port,
-                concurrency=args.rtt_concurrency,
-                tls="starttls",
-                ca=ca_file,
-            )
-            results.append(
-                Result(rtt_name, "outreach send", args.rtt_count, wall, cpu, rss,
-                       f"--concurrency {args.rtt_concurrency}; " + send_rate(out))
-            )  # fmt: skip
+            outreach_at_rtt("10 ms RTT, STARTTLS + AUTH + PIPELINING, aiosmtpd", port, ca_file)
 
         if args.large:
             large = prepare(folder / "large", 100_000)
