@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from outreach.cli.common import app_context, echo_json, err_console
 from outreach.errors import UsageError
+from outreach.letters.campaign import AMSTERDAM
 from outreach.sending.run import SendOptions, SendSummary, run_send
 from outreach.sending.status import CampaignStatus, campaign_status
 
@@ -89,7 +91,7 @@ def _confirm(campaign: str) -> Callable[[int], bool]:
 
 def send(
     ctx: typer.Context,
-    campaign: Annotated[str, typer.Option("--campaign", help="The campaign folder's name (slug).")],
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="The campaign folder's name (slug).")],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Compose every letter and write .eml files; no SMTP.")
     ] = False,
@@ -145,11 +147,17 @@ def send(
     confirm = None if (yes or dry_run) else _confirm(campaign)
     progress = _RichProgress() if not dry_run and err_console.is_terminal else None
     summary = run_send(engine, settings, config, options, confirm=confirm, progress=progress)
-    _print_summary(summary)
+    _print_summary(summary, limit=limit)
     raise typer.Exit(summary.exit_code)
 
 
-def _print_summary(summary: SendSummary) -> None:
+def _amsterdam(moment: datetime) -> str:
+    """A moment (naive UTC, as the sender reports it) in the time the sending window is written in."""
+    local = moment.replace(tzinfo=UTC).astimezone(AMSTERDAM)
+    return f"{local:%Y-%m-%d %H:%M %Z} (Europe/Amsterdam)"
+
+
+def _print_summary(summary: SendSummary, *, limit: int | None = None) -> None:
     slug = summary.campaign
     out = typer.echo
     plan = summary.plan
@@ -163,14 +171,16 @@ def _print_summary(summary: SendSummary) -> None:
             f"Recovered after a stopped sender: {recovery.unknown} letters now 'unknown' (they may have "
             f"arrived; resend with --retry-unknown), {recovery.released} back in the queue."
         )
-    if summary.dry_run:
+    if summary.dry_run and summary.outbox is not None:
         out(f"Dry run: wrote {summary.written} letters to {summary.outbox}; nothing was sent.")
+    elif summary.dry_run and limit == 0:
+        out("Dry run: no letters written (--limit 0); nothing was sent.")
     elif summary.cancelled:
         out("Nothing sent.")
     elif summary.window_opens_at is not None and summary.sent == 0:
         out(
             f"Outside the campaign's sending window; it opens next at "
-            f"{summary.window_opens_at:%Y-%m-%d %H:%M} UTC. Nothing sent."
+            f"{_amsterdam(summary.window_opens_at)}. Nothing sent."
         )
     elif summary.due == 0:
         out(f"Nothing due for campaign {slug}.")
@@ -181,7 +191,7 @@ def _print_summary(summary: SendSummary) -> None:
             f"({summary.rate:,.0f} letters/s)."
         )
         if summary.window_opens_at is not None:
-            out(f"The sending window closed; it opens next at {summary.window_opens_at:%Y-%m-%d %H:%M} UTC.")
+            out(f"The sending window closed; it opens next at {_amsterdam(summary.window_opens_at)}.")
     for line in summary.errors[-5:]:
         err_console.print(f"  {line}", markup=False, highlight=False)
     counts = ", ".join(f"{state} {n}" for state, n in sorted(summary.counts.items()) if n)
@@ -192,12 +202,23 @@ def _print_summary(summary: SendSummary) -> None:
     if summary.interrupted:
         sys.stderr.write(f"Interrupted. Resume with: outreach send --campaign {slug}\n")
     elif summary.exit_code != 0 and not summary.dry_run:
-        sys.stderr.write(f"Not everything is sent. See: outreach status --campaign {slug}\n")
+        unknown = summary.counts.get("unknown", 0)
+        if unknown and unknown == summary.left:
+            sys.stderr.write(
+                f"Not everything is sent: {_letters(unknown)} may or may not have arrived (unknown); "
+                f"resend them on purpose with: outreach send --campaign {slug} --retry-unknown\n"
+            )
+        else:
+            sys.stderr.write(f"Not everything is sent. See: outreach status --campaign {slug}\n")
+
+
+def _letters(n: int) -> str:
+    return f"{n:,} letter" if n == 1 else f"{n:,} letters"
 
 
 def status(
     ctx: typer.Context,
-    campaign: Annotated[str, typer.Option("--campaign", help="The campaign folder's name (slug).")],
+    campaign: Annotated[str, typer.Option("--campaign", "-c", help="The campaign folder's name (slug).")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """How far a campaign is: deliveries per state, recent errors, the next retry time."""
@@ -221,7 +242,9 @@ def _print_status(report: CampaignStatus) -> None:
         out(f"Next retry of deferred letters from {report.next_retry_at:%Y-%m-%d %H:%M} UTC.")
     if report.workers:
         out(f"Sending now: {', '.join(report.workers)}")
-    if report.counts.get("unknown"):
+    unknown = report.counts.get("unknown", 0)
+    only_unknown = unknown > 0 and unknown == report.left
+    if unknown and not only_unknown:
         out(
             f"{report.counts['unknown']} letters may or may not have arrived (unknown); "
             f"resend them on purpose with: outreach send --campaign {report.slug} --retry-unknown"
@@ -231,11 +254,16 @@ def _print_status(report: CampaignStatus) -> None:
         for error in report.recent_errors:
             code = f"{error.code} " if error.code else ""
             out(f"  {error.email or '(removed contact)'} [{error.state}] {code}{error.error}")
-    out(
-        "Complete."
-        if report.complete
-        else f"Not complete. Continue with: outreach send --campaign {report.slug}"
-    )
+    if report.complete:
+        out("Complete.")
+    elif only_unknown:
+        # `send` alone would answer "Nothing due": these letters wait for a decision, not for a run.
+        out(
+            f"Not complete: {_letters(unknown)} may or may not have arrived (unknown); resend them on "
+            f"purpose with: outreach send --campaign {report.slug} --retry-unknown"
+        )
+    else:
+        out(f"Not complete. Continue with: outreach send --campaign {report.slug}")
 
 
 def register(app: typer.Typer) -> None:

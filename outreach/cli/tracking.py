@@ -219,7 +219,9 @@ def unmatched_command(
 
 def report_command(
     ctx: typer.Context,
-    campaign: Annotated[str, typer.Option("--campaign", metavar="SLUG", help="The campaign's folder name.")],
+    campaign: Annotated[
+        str, typer.Option("--campaign", "-c", metavar="SLUG", help="The campaign's folder name.")
+    ],
     by: Annotated[
         GroupBy | None, typer.Option("--by", help="One row per role, party, province or municipality.")
     ] = None,

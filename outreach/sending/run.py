@@ -132,13 +132,19 @@ class SendSummary:
     elsewhere: int = 0  # not done, but held by other senders that are still running
 
     @property
+    def left(self) -> int:
+        """Deliveries neither sent nor skipped."""
+        return sum(n for state, n in self.counts.items() if state not in (SENT, SKIPPED))
+
+    @property
     def complete(self) -> bool:
         """Every delivery of the campaign is sent or skipped (or in the hands of another live sender)."""
-        left = sum(n for state, n in self.counts.items() if state not in (SENT, SKIPPED))
-        return left <= self.elsewhere
+        return self.left <= self.elsewhere
 
     @property
     def exit_code(self) -> int:
+        if self.dry_run:  # a dry run did its job when it wrote every letter it was asked to
+            return 0 if self.skipped == 0 else 1
         return 0 if self.complete else 1
 
     @property
@@ -385,6 +391,7 @@ class _Sender:
         self._live_connections = 0
         self._connect_errors: list[str] = []
         self._gave_up = 0
+        self._last_gave_up = False  # the last connection slot to end had given up opening a connection
         self._signals = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.composer: ComposerProcess | None = None
@@ -462,11 +469,15 @@ class _Sender:
             self.stop()
             await producer
             renewer.cancel()
-            if self.fatal is None and self._gave_up == len(self._tasks):
+            # Slots with nothing to do end early (a --limit below --concurrency): what matters is whether
+            # the letters left were held by slots that could not connect.
+            if self.fatal is None and self._last_gave_up and self._connect_errors:
                 self.fatal = SmtpError(
                     f"cannot open a connection: {self._connect_errors[-1]}",
                     hint="check OUTREACH_SMTP_HOST and OUTREACH_SMTP_PORT, or try again later",
                 )
+            elif self._gave_up and self._connect_errors:
+                self.summary.errors.append(f"cannot open a connection: {self._connect_errors[-1]}")
         finally:
             for task in (producer, renewer):
                 task.cancel()
@@ -616,6 +627,7 @@ class _Sender:
     async def _connection(self, number: int) -> None:
         assert self._changed is not None
         connection = SmtpConnection(self.settings, local_hostname=self.campaign.message_domain)
+        gave_up = False
         try:
             while True:
                 job = self._following.pop(connection, None)
@@ -637,6 +649,7 @@ class _Sender:
                     await connection.close()
         except _ConnectGaveUpError:
             self._gave_up += 1
+            gave_up = True
             return
         except (_Stop, WriterFailedError):
             self.stop()
@@ -651,6 +664,7 @@ class _Sender:
                 self._changed.set()
             await connection.close()
             if self._live_connections == 0:
+                self._last_gave_up = gave_up
                 self.stop()
 
     def _follow(self, connection: SmtpConnection) -> Job | None:

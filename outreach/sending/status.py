@@ -45,8 +45,13 @@ class CampaignStatus:
     recent_errors: list[RecentError] = field(default_factory=list)
 
     @property
+    def left(self) -> int:
+        """Deliveries neither sent nor skipped."""
+        return self.total - self.counts.get("sent", 0) - self.counts.get("skipped", 0)
+
+    @property
     def complete(self) -> bool:
-        return self.total > 0 and self.counts.get("sent", 0) + self.counts.get("skipped", 0) == self.total
+        return self.total > 0 and self.left == 0
 
     def as_json(self) -> dict[str, Any]:
         return {
