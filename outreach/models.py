@@ -42,6 +42,7 @@ class DeliveryState(StrEnum):
     FAILED = "failed"  # permanent: 5xx or invalid address
     SKIPPED = "skipped"  # suppressed / opted out / invalid: skip_reason says why
     UNKNOWN = "unknown"  # the connection died after the body was handed over: never resent automatically
+    HELD = "held"  # could not be composed (template vs. this contact's data): planned again after a change
 
 
 class EventKind(StrEnum):

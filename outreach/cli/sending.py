@@ -165,6 +165,11 @@ def _print_summary(summary: SendSummary, *, limit: int | None = None) -> None:
         out(
             f"Planned {plan.created} new deliveries; {plan.skipped} skipped (suppressed or unusable address)."
         )
+    if plan is not None and plan.requeued:
+        out(
+            f"{plan.requeued} letters that could not be composed before are planned again "
+            f"(the campaign was approved again or the contact changed)."
+        )
     recovery = summary.recovery
     if recovery is not None and (recovery.unknown or recovery.released):
         out(
@@ -185,9 +190,10 @@ def _print_summary(summary: SendSummary, *, limit: int | None = None) -> None:
     elif summary.due == 0:
         out(f"Nothing due for campaign {slug}.")
     else:
+        held = f", held {summary.held}" if summary.held else ""
         out(
             f"Sent {summary.sent}, deferred {summary.deferred}, failed {summary.failed}, "
-            f"unknown {summary.unknown}, skipped {summary.skipped} in {summary.elapsed:.1f} s "
+            f"unknown {summary.unknown}, skipped {summary.skipped}{held} in {summary.elapsed:.1f} s "
             f"({summary.rate:,.0f} letters/s)."
         )
         if summary.window_opens_at is not None:
@@ -203,7 +209,14 @@ def _print_summary(summary: SendSummary, *, limit: int | None = None) -> None:
         sys.stderr.write(f"Interrupted. Resume with: outreach send --campaign {slug}\n")
     elif summary.exit_code != 0 and not summary.dry_run:
         unknown = summary.counts.get("unknown", 0)
-        if unknown and unknown == summary.left:
+        held_now = summary.counts.get("held", 0)
+        if held_now:
+            sys.stderr.write(
+                f"{_letters(held_now)} could not be composed (held): fix the template or the contact's "
+                f"data and approve the campaign again; `outreach send` then plans them again. "
+                f"See: outreach status --campaign {slug}\n"
+            )
+        elif unknown and unknown == summary.left:
             sys.stderr.write(
                 f"Not everything is sent: {_letters(unknown)} may or may not have arrived (unknown); "
                 f"resend them on purpose with: outreach send --campaign {slug} --retry-unknown\n"
@@ -243,6 +256,7 @@ def _print_status(report: CampaignStatus) -> None:
     if report.workers:
         out(f"Sending now: {', '.join(report.workers)}")
     unknown = report.counts.get("unknown", 0)
+    held = report.counts.get("held", 0)
     only_unknown = unknown > 0 and unknown == report.left
     if unknown and not only_unknown:
         out(
@@ -256,6 +270,12 @@ def _print_status(report: CampaignStatus) -> None:
             out(f"  {error.email or '(removed contact)'} [{error.state}] {code}{error.error}")
     if report.complete:
         out("Complete.")
+    elif held:
+        out(
+            f"Not complete: {_letters(held)} could not be composed (held, see the errors above); fix "
+            f"the template or the contact's data, approve the campaign again, then: "
+            f"outreach send --campaign {report.slug}"
+        )
     elif only_unknown:
         # `send` alone would answer "Nothing due": these letters wait for a decision, not for a run.
         out(

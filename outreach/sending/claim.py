@@ -39,6 +39,7 @@ UNKNOWN = DeliveryState.UNKNOWN.value
 SENT = DeliveryState.SENT.value
 FAILED = DeliveryState.FAILED.value
 SKIPPED = DeliveryState.SKIPPED.value
+HELD = DeliveryState.HELD.value
 
 #: States a claim may hold: a row moves to ``sending`` only from one of these.
 CLAIMABLE = (PENDING, DEFERRED, UNKNOWN)

@@ -17,7 +17,7 @@ from outreach.letters.ids import verp_address
 from outreach.letters.render import load_recipients
 from outreach.sending.claim import ClaimedRow
 from outreach.sending.jobs import Job
-from outreach.sending.plan import SKIP_FORGOTTEN, SKIP_INVALID, SKIP_SUPPRESSED
+from outreach.sending.plan import RENDER_FAILED, SKIP_FORGOTTEN, SKIP_INVALID, SKIP_SUPPRESSED
 
 if TYPE_CHECKING:
     from outreach.sending.dkim import DkimSigner
@@ -95,7 +95,7 @@ class CampaignLetters:
             except TemplateError as exc:
                 # Approval rendered every letter, but this contact was added or changed since: nothing
                 # half-rendered leaves; the reason (recipient, template, line, field) stays on the row.
-                unsendable.append((row, f"cannot render: {exc.message}"))
+                unsendable.append((row, f"{RENDER_FAILED}: {exc.message}"))
                 continue
             body = letter.as_bytes()
             if signer is not None:

@@ -33,21 +33,24 @@ from sqlalchemy import (
 )
 
 from outreach.db import dialect_insert
-from outreach.models import Campaign, Contact, DeliveryState, Suppression, utcnow
-from outreach.sending.claim import DEFERRED, DELIVERY, PENDING, SKIPPED, UNKNOWN, D
+from outreach.models import Approval, Campaign, Contact, DeliveryState, Suppression, utcnow
+from outreach.sending.claim import DEFERRED, DELIVERY, HELD, PENDING, SKIPPED, UNKNOWN, D
 
 CAMPAIGN: Table = Campaign.__table__  # type: ignore[attr-defined]
 CONTACT: Table = Contact.__table__  # type: ignore[attr-defined]
 SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
+APPROVAL: Table = Approval.__table__  # type: ignore[attr-defined]
 
 #: States that have not reached anyone: planning may still skip them. ``unknown`` rows (the server may
 #: have the letter) keep their state unless this run is about to resend them (``--retry-unknown``).
-_NOT_YET_SENT = (PENDING, DEFERRED)
+_NOT_YET_SENT = (PENDING, DEFERRED, HELD)
 
 SKIP_SUPPRESSED = "suppressed"
 SKIP_INVALID = "invalid address"
 SKIP_INACTIVE = "no longer in office"
 SKIP_FORGOTTEN = "removed from the registry"
+#: The start of the reason of a letter that could not be composed: it is ``held``, not ``skipped``.
+RENDER_FAILED = "cannot render"
 
 #: On PostgreSQL, planning that adds at least this many deliveries refreshes the table's statistics.
 _ANALYZE_AFTER = 10_000
@@ -59,6 +62,7 @@ class PlanResult:
     created: int  # deliveries added by this planning
     skipped: int  # deliveries this planning marked skipped (suppressed, invalid, ...)
     total: int  # deliveries of the campaign after planning
+    requeued: int = 0  # held letters planned again: the campaign was approved or the contact changed since
 
 
 def campaign_id_for(conn: Connection, slug: str, name: str) -> int:
@@ -103,8 +107,30 @@ def plan_deliveries(
             # (3.5-4.5 s for a million instead of about 1.5).
             conn.exec_driver_sql("ANALYZE delivery")
         skipped = skip_undeliverable(conn, campaign_id, now, include_unknown=retry_unknown)
+        requeued = requeue_held(conn, campaign_id, now)
         total = conn.execute(select(func.count()).where(D.campaign_id == campaign_id)).scalar_one()
-    return PlanResult(campaign_id=campaign_id, created=created, skipped=skipped, total=int(total))
+    return PlanResult(
+        campaign_id=campaign_id, created=created, skipped=skipped, total=int(total), requeued=requeued
+    )
+
+
+def requeue_held(conn: Connection, campaign_id: int, now: datetime) -> int:
+    """``held`` letters (they could not be composed) go back to ``pending`` once something that may
+    have caused it changed: the campaign was approved again, or the contact was updated since."""
+    approved_since = (
+        select(APPROVAL.c.id)
+        .where(APPROVAL.c.campaign_id == campaign_id, APPROVAL.c.approved_at > D.updated_at)
+        .exists()
+    )
+    contact_changed = (
+        select(CONTACT.c.id).where(CONTACT.c.id == D.contact_id, CONTACT.c.updated_at > D.updated_at).exists()
+    )
+    statement = (
+        update(DELIVERY)
+        .where(D.campaign_id == campaign_id, D.state == HELD, or_(approved_since, contact_changed))
+        .values(state=PENDING, last_error=None, last_code=None, updated_at=now)
+    )
+    return int(conn.execute(statement).rowcount)
 
 
 def _insert_missing(conn: Connection, campaign_id: int, audience: Select[Any], now: datetime) -> int:

@@ -49,6 +49,7 @@ from outreach.models import utcnow
 from outreach.sending.claim import (
     DEFERRED,
     FAILED,
+    HELD,
     PENDING,
     SENDING,
     SENT,
@@ -64,7 +65,7 @@ from outreach.sending.claim import (
 from outreach.sending.classify import Classification, Verdict, classify_smtp_error
 from outreach.sending.composer import ComposerProcess
 from outreach.sending.jobs import Job, LetterSource
-from outreach.sending.plan import PlanResult, plan_deliveries
+from outreach.sending.plan import RENDER_FAILED, PlanResult, plan_deliveries
 from outreach.sending.smtp import ConnectFailedError, ConnectionLostError, SmtpConnection, SmtpReplyError
 from outreach.sending.throttle import DomainScheduler, monotonic
 from outreach.sending.writer import StateWriter, Transition, WriterFailedError
@@ -120,6 +121,7 @@ class SendSummary:
     failed: int = 0
     unknown: int = 0
     skipped: int = 0  # found unsendable while composing (contact gone)
+    held: int = 0  # could not be composed (the template fails for this contact): waits for a change
     written: int = 0  # --dry-run: .eml files written
     outbox: Path | None = None
     dry_run: bool = False
@@ -144,7 +146,7 @@ class SendSummary:
     @property
     def exit_code(self) -> int:
         if self.dry_run:  # a dry run did its job when it wrote every letter it was asked to
-            return 0 if self.skipped == 0 else 1
+            return 0 if self.held == 0 else 1
         return 0 if self.complete else 1
 
     @property
@@ -346,7 +348,13 @@ def _dry_run(
         for job in jobs:
             letters.write_eml(job, summary.outbox)
         summary.written += len(jobs)
-        summary.skipped += len(unsendable)
+        for _, reason in unsendable:
+            if reason.startswith(RENDER_FAILED):
+                summary.held += 1
+                summary.errors.append(reason)
+            else:
+                summary.skipped += 1
+        del summary.errors[:-10]
         remaining -= len(rows)
 
 
@@ -567,9 +575,16 @@ class _Sender:
                     break
                 self._claimed += len(rows)
                 for row, reason in unsendable:
-                    self.writer.record(Transition(row.id, SKIPPED, error=reason))
-                    self.summary.skipped += 1
-                    self.progress.advance(SKIPPED)
+                    # A letter the template cannot render for this contact is held, not skipped: it is
+                    # a problem to show, and planning tries it again once the campaign or contact changed.
+                    state = HELD if reason.startswith(RENDER_FAILED) else SKIPPED
+                    self.writer.record(Transition(row.id, state, error=reason))
+                    if state == HELD:
+                        self.summary.held += 1
+                        self._note_text(reason)  # names the recipient, template and line
+                    else:
+                        self.summary.skipped += 1
+                    self.progress.advance(state)
                 for job in jobs:
                     self.scheduler.add(job.domain, job)
                 self._changed.set()
@@ -822,7 +837,10 @@ class _Sender:
 
     def _note_error(self, job: Job, classification: Classification) -> None:
         code = f"{classification.code} " if classification.code else ""
-        self.summary.errors.append(f"{job.recipients[0]}: {code}{classification.text}")
+        self._note_text(f"{job.recipients[0]}: {code}{classification.text}")
+
+    def _note_text(self, text: str) -> None:
+        self.summary.errors.append(text)
         del self.summary.errors[:-10]
 
 

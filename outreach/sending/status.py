@@ -16,6 +16,7 @@ from outreach.sending.claim import (
     DEFERRED,
     DELIVERY,
     FAILED,
+    HELD,
     SENDING,
     UNKNOWN,
     D,
@@ -109,7 +110,7 @@ def campaign_status(engine: Engine, slug: str, *, errors: int = 10) -> CampaignS
             .select_from(DELIVERY.outerjoin(CONTACT_TABLE, contact.id == D.contact_id))
             .where(
                 D.campaign_id == campaign_id,
-                D.state.in_((FAILED, DEFERRED, UNKNOWN, SENDING)),
+                D.state.in_((FAILED, DEFERRED, UNKNOWN, SENDING, HELD)),
                 D.last_error.is_not(None),
             )
             .order_by(D.updated_at.desc(), D.id.desc())
