@@ -117,11 +117,24 @@ def m003_griffie_index(conn: Connection) -> None:
     )
 
 
+def m008_review_decisions(conn: Connection) -> None:
+    """The approval table becomes the history of review decisions (issue 16): approvals and rejections,
+    the reviewer's comment or reason, and the text files as they were decided on (for a diff later).
+    Existing rows are approvals, without texts."""
+    for statement in (
+        "ALTER TABLE approval ADD COLUMN decision VARCHAR NOT NULL DEFAULT 'approved'",
+        "ALTER TABLE approval ADD COLUMN comment VARCHAR",
+        "ALTER TABLE approval ADD COLUMN texts VARCHAR",
+    ):
+        conn.exec_driver_sql(statement)
+
+
 # Append only. Never rename or remove an entry: names are recorded in databases in the field.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_delivery_keys", m002_delivery_keys),
     ("m003_griffie_index", m003_griffie_index),
+    ("m008_review_decisions", m008_review_decisions),
 ]
 
 

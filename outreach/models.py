@@ -126,13 +126,28 @@ class Campaign(SQLModel, table=True):
     created_at: NaiveDatetime = Field(default_factory=utcnow)
 
 
+class Decision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
 class Approval(SQLModel, table=True):
+    """The append-only history of review decisions: each row an approval or (since m008) a rejection.
+
+    ``approved_by`` and ``approved_at`` say who decided and when, whatever the decision.
+    """
+
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     approved_by: str
     approved_at: NaiveDatetime = Field(default_factory=utcnow)
     fingerprint: str  # sha256 over the manifest
     manifest: str  # JSON {relative path: sha256}: tells which file changed since
+    decision: str = Decision.APPROVED.value  # a Decision value (m008)
+    comment: str | None = None  # optional with an approval, the reason of a rejection (m008)
+    # JSON {relative path: text} of the folder's text files as decided on (campaign.toml, templates), so
+    # that a later review can show a diff of what changed since (m008; NULL for older approvals).
+    texts: str | None = None
 
 
 class Delivery(SQLModel, table=True):

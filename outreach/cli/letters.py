@@ -12,6 +12,7 @@ import typer
 
 from outreach.cli.common import app_context, echo_json, err_console, new_typer
 from outreach.errors import UsageError
+from outreach.letters.approval import approval_status, record_rejection
 from outreach.letters.campaign import CampaignConfig, load_campaign
 from outreach.letters.review import (
     approve_campaign,
@@ -61,10 +62,14 @@ def campaign_show(
     if as_json:
         echo_json(details)
         return
+    history = details.pop("history", [])
     for key, value in details.items():
         if isinstance(value, list):
             value = ", ".join(str(v) for v in value) or "-"
         typer.echo(f"{key:<20} {'-' if value is None else value}")
+    typer.echo("history" + ("" if history else f"{'':<13} -"))
+    for line in history if isinstance(history, list) else []:
+        typer.echo(f"  {line}")
 
 
 def preview(
@@ -135,21 +140,50 @@ def approve(
     ctx: typer.Context,
     campaign: CampaignOption,
     by: Annotated[str | None, typer.Option("--by", help="Who approves (default: your login name).")] = None,
+    comment: Annotated[
+        str | None, typer.Option("--comment", help="A remark kept with the approval in the history.")
+    ] = None,
 ) -> None:
     """Check the campaign and record who approved it, when, and a fingerprint of every file in it."""
+    by = _who(by, "approves")
+    engine = app_context(ctx).engine()
+    config = _campaign(ctx, campaign)
+    record, report = approve_campaign(engine, config, by, comment=comment)
+    typer.echo(
+        f"Approved campaign {record.campaign} by {record.approved_by}"
+        f" at {record.approved_at:%Y-%m-%d %H:%M} UTC: "
+        f"{report.rendered} letters, {len(record.files)} files, fingerprint {record.fingerprint[:16]}"
+    )
+    status = approval_status(engine, config)
+    if not status.approved:
+        typer.echo(f"Not ready to send yet: {status.refusal()}")
+
+
+def reject(
+    ctx: typer.Context,
+    campaign: CampaignOption,
+    reason: Annotated[str, typer.Option("--reason", help="Why: kept in the history, shown to everyone.")],
+    by: Annotated[str | None, typer.Option("--by", help="Who rejects (default: your login name).")] = None,
+) -> None:
+    """Record that the campaign is not to be sent as it is; `send` refuses until it is approved again."""
+    by = _who(by, "rejects")
+    if not reason.strip():
+        raise UsageError("say why: --reason TEXT")
+    record = record_rejection(app_context(ctx).engine(), _campaign(ctx, campaign), by, reason)
+    typer.echo(
+        f"Rejected campaign {record.campaign} by {record.approved_by} at {record.when}: {record.comment}"
+    )
+
+
+def _who(by: str | None, verb: str) -> str:
     if by is None:
         try:
             by = getpass.getuser()
         except (OSError, KeyError):
             by = ""
     if not by.strip():
-        raise UsageError("say who approves: --by NAME")
-    record, report = approve_campaign(app_context(ctx).engine(), _campaign(ctx, campaign), by)
-    typer.echo(
-        f"Approved campaign {record.campaign} by {record.approved_by}"
-        f" at {record.approved_at:%Y-%m-%d %H:%M} UTC: "
-        f"{report.rendered} letters, {len(record.files)} files, fingerprint {record.fingerprint[:16]}"
-    )
+        raise UsageError(f"say who {verb}: --by NAME")
+    return by
 
 
 def register(app: typer.Typer) -> None:
@@ -158,3 +192,4 @@ def register(app: typer.Typer) -> None:
     app.command("preview")(preview)
     app.command("check")(check)
     app.command("approve")(approve)
+    app.command("reject")(reject)

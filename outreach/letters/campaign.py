@@ -23,6 +23,7 @@ AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 GriffieCopy = Literal["none", "cc", "separate"]
 Salutation = Literal["formal", "informal"]
 CAMPAIGN_FILE = "campaign.toml"
+MAX_APPROVALS = 5  # `approvals = N`: more reviewers than this is a typo, not a policy
 
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ADDRESS_RE = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
@@ -145,6 +146,7 @@ class CampaignConfig:
     salutation: Salutation = "formal"
     griffie_copy_label: str = ""  # "de raadsleden": whom the griffie's separate copy was sent to
     signature: str = ""  # informational: who signs, shown by `campaign show`
+    approvals: int = 1  # how many different people must approve before `send` (2: four eyes)
 
     @property
     def toml_path(self) -> Path:
@@ -155,6 +157,7 @@ class CampaignConfig:
 
 _TOP_KEYS = {
     "name",
+    "approvals",
     "subject",
     "text",
     "html",
@@ -451,6 +454,9 @@ def parse_campaign(folder: Path, slug: str, data: dict[str, Any]) -> CampaignCon
     )
 
     subject = root.required_text("subject")
+    approvals = root.number("approvals", integer=True) or 1
+    if approvals > MAX_APPROVALS:
+        raise root.fail("approvals", f"at most {MAX_APPROVALS} people can be required to approve")
     return CampaignConfig(
         slug=slug,
         name=root.required_text("name"),
@@ -472,6 +478,7 @@ def parse_campaign(folder: Path, slug: str, data: dict[str, Any]) -> CampaignCon
         salutation=cast(Salutation, salutation),
         griffie_copy_label=label,
         signature=root.text("signature", "") or "",
+        approvals=int(approvals),
     )
 
 

@@ -15,11 +15,10 @@ from sqlalchemy import Engine
 from outreach.errors import CampaignError, NotFoundError, OutreachError
 from outreach.letters.approval import (
     ApprovalRecord,
+    approval_status,
     changes_since,
-    fingerprint,
-    latest_approval,
-    manifest,
     record_approval,
+    snapshot_folder,
 )
 from outreach.letters.campaign import CampaignConfig, list_campaign_slugs, load_campaign
 from outreach.letters.compose import ComposedLetter, LetterComposer
@@ -43,26 +42,16 @@ def audience(engine: Engine, campaign: CampaignConfig) -> list[Recipient]:
 # ------------------------------------------------------------------------------------------ list/show
 
 
-@dataclass(frozen=True)
-class ApprovalState:
-    state: str  # "approved", "changed", "not approved"
-    detail: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.state} ({self.detail})" if self.detail else self.state
+def approval_state(engine: Engine, campaign: CampaignConfig) -> str:
+    """'approved (by Anna, 2026-01-20 14:02 UTC)', 'changed (...)', 'rejected (...)', 'not approved'."""
+    return approval_status(engine, campaign).describe()
 
 
-def approval_state(engine: Engine, campaign: CampaignConfig) -> ApprovalState:
-    record = latest_approval(engine, campaign)
-    if record is None:
-        return ApprovalState("not approved")
-    when = f"by {record.approved_by}, {record.approved_at:%Y-%m-%d %H:%M} UTC"
-    current = manifest(campaign.folder)
-    if fingerprint(current) != record.fingerprint:
-        return ApprovalState(
-            "changed", f"approved {when}; since then {', '.join(changes_since(record.files, current))}"
-        )
-    return ApprovalState("approved", when)
+def format_decision(decision: ApprovalRecord) -> str:
+    """One line of the decision history: '2026-01-20 14:02 UTC approved by Anna: comment'."""
+    who = f"{decision.decision} by {decision.approved_by}"
+    line = f"{decision.when} {who} (fingerprint {decision.fingerprint[:12]})"
+    return f"{line}: {decision.comment}" if decision.comment else line
 
 
 @dataclass(frozen=True)
@@ -104,7 +93,7 @@ def list_campaigns(engine: Engine, templates_dir: Path) -> list[CampaignSummary]
                 name=campaign.name,
                 audience=describe_audience(campaign),
                 griffie_copy=campaign.griffie_copy,
-                approval=str(approval_state(engine, campaign)),
+                approval=approval_state(engine, campaign),
             )
         )
     return summaries
@@ -114,6 +103,7 @@ def show_campaign(engine: Engine, campaign: CampaignConfig) -> dict[str, object]
     """Everything `campaign show` prints, as plain data (also its --json document)."""
     sending = campaign.sending
     recipients = audience(engine, campaign)
+    status = approval_status(engine, campaign)
     return {
         "slug": campaign.slug,
         "name": campaign.name,
@@ -143,7 +133,9 @@ def show_campaign(engine: Engine, campaign: CampaignConfig) -> dict[str, object]
         "dkim": f"{sending.dkim_selector}._domainkey.{sending.dkim_domain}"
         if sending.dkim_selector
         else None,
-        "approval": str(approval_state(engine, campaign)),
+        "approvals_required": campaign.approvals,
+        "approval": status.describe(),
+        "history": [format_decision(d) for d in reversed(status.history)],
     }
 
 
@@ -155,6 +147,7 @@ class CheckFailure:
     recipient: str  # e-mail address
     message: str  # names campaign, recipient, template, line and field
     problem: str  # the same without campaign and recipient: what failures have in common
+    contact_id: int | None = None  # which office of that address (one mailbox may serve several)
 
 
 @dataclass
@@ -179,12 +172,24 @@ class CheckReport:
         return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def check_campaign(engine: Engine, campaign: CampaignConfig, *, now: datetime | None = None) -> CheckReport:
-    """Render and compose the letter of every sendable recipient; collect every failure, never stop."""
+def check_campaign(
+    engine: Engine,
+    campaign: CampaignConfig,
+    *,
+    now: datetime | None = None,
+    recipients: list[Recipient] | None = None,
+    composer: LetterComposer | None = None,
+) -> CheckReport:
+    """Render and compose the letter of every sendable recipient; collect every failure, never stop.
+
+    ``recipients`` (the audience, already loaded) and ``composer`` are for callers that keep them, such
+    as `outreach review`; by default both are made here.
+    """
     now = now or utcnow()
-    composer = LetterComposer(campaign)
+    composer = composer or LetterComposer(campaign)
     report = CheckReport(campaign=campaign.slug)
-    recipients = audience(engine, campaign)
+    if recipients is None:
+        recipients = audience(engine, campaign)
     report.recipients = len(recipients)
     if not recipients:
         report.problems.append(
@@ -204,7 +209,7 @@ def check_campaign(engine: Engine, campaign: CampaignConfig, *, now: datetime | 
             problem = exc.message.removeprefix(f"campaign {campaign.slug}: ").removeprefix(
                 f"{recipient.label}: "
             )
-            report.failures.append(CheckFailure(recipient.email, exc.message, problem))
+            report.failures.append(CheckFailure(recipient.email, exc.message, problem, recipient.contact_id))
             continue
         report.rendered += 1
         if len(letter.envelope_to) > 1:
@@ -367,27 +372,38 @@ def format_letter(letter: ComposedLetter) -> str:
 
 
 def approve_campaign(
-    engine: Engine, campaign: CampaignConfig, approved_by: str, *, now: datetime | None = None
+    engine: Engine,
+    campaign: CampaignConfig,
+    approved_by: str,
+    *,
+    now: datetime | None = None,
+    comment: str | None = None,
 ) -> tuple[ApprovalRecord, CheckReport]:
     """Run the check and, when every letter renders, record the approval of the folder as checked.
 
-    The manifest is taken first and the campaign read afresh after it, so that what is approved is never
+    The folder is read first and the campaign read afresh after it, so that what is approved is never
     newer than what was rendered; a file that changes while the check runs voids the approval.
     """
-    files = manifest(campaign.folder)
+    snapshot = snapshot_folder(campaign.folder)
     campaign = load_campaign(campaign.folder.parent, campaign.slug)
     report = check_campaign(engine, campaign, now=now)
-    if not report.ok:
-        first = (report.problems + [f"{f.recipient}: {f.message}" for f in report.failures])[0]
-        raise CampaignError(
-            f"campaign {campaign.slug} cannot be approved: {len(report.failures)} letter(s) fail to render"
-            f"{', and ' + '; '.join(report.problems) if report.problems else ''} (first: {first})",
-            hint=f"see `outreach check --campaign {campaign.slug}`",
-        )
-    changes = changes_since(files, manifest(campaign.folder))
+    refuse_unless_ready(campaign, report)
+    changes = changes_since(snapshot.files, snapshot_folder(campaign.folder).files)
     if changes:
         raise CampaignError(
             f"campaign {campaign.slug} changed while it was being checked: {', '.join(changes)}",
             hint="approve again when nobody is editing the campaign",
         )
-    return record_approval(engine, campaign, approved_by, files=files), report
+    return record_approval(engine, campaign, approved_by, snapshot=snapshot, comment=comment), report
+
+
+def refuse_unless_ready(campaign: CampaignConfig, report: CheckReport) -> None:
+    """Raise CampaignError when the check found any letter that does not render (approval refused)."""
+    if report.ok:
+        return
+    first = (report.problems + [f"{f.recipient}: {f.message}" for f in report.failures])[0]
+    raise CampaignError(
+        f"campaign {campaign.slug} cannot be approved: {len(report.failures)} letter(s) fail to render"
+        f"{', and ' + '; '.join(report.problems) if report.problems else ''} (first: {first})",
+        hint=f"see `outreach check --campaign {campaign.slug}`",
+    )
