@@ -9,6 +9,7 @@ yields the same tables and columns as a fresh one.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,6 +118,66 @@ def m003_griffie_index(conn: Connection) -> None:
     )
 
 
+_M006_NULLABLE = ("email", "email_normalized", "email_key", "email_hash", "office_key")
+_M006_CONTACT_COLUMNS = (
+    ("register_id", "VARCHAR"),
+    ("register_email", "VARCHAR"),
+    ("term_start", "DATE"),
+    ("waarnemend", "BOOLEAN NOT NULL DEFAULT {false}"),
+    ("locoburgemeester", "BOOLEAN NOT NULL DEFAULT {false}"),
+    ("fractievoorzitter", "BOOLEAN NOT NULL DEFAULT {false}"),
+)
+_M006_MUNICIPALITY_COLUMNS = ("postal_address_line", "postal_code", "postal_city")
+
+
+def m006_register(conn: Connection) -> None:
+    """Contacts from the government register (issue 13).
+
+    - The e-mail columns and ``office_key`` become nullable: an office holder the register lists without
+      an address is a contact too, identified by ``register_id`` (unique where set).
+    - ``register_email`` (the register's last address: a re-sync tells a register change from an address
+      staff imported by hand), ``term_start``, ``waarnemend`` and the marks ``locoburgemeester`` and
+      ``fractievoorzitter``.
+    - The municipality's postal address from the register, for the address block of a paper letter.
+    """
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite cannot drop a NOT NULL: the table is rebuilt (https://sqlite.org/lang_altertable.html
+        # #otheralter) from its own CREATE statement with only those five constraints removed, so
+        # columns that other migrations added survive whatever their order.
+        create = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'contact'"
+        ).scalar_one()
+        indexes = list(
+            conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contact' "
+                "AND sql IS NOT NULL"
+            ).scalars()
+        )
+        columns = ", ".join(str(row[1]) for row in conn.exec_driver_sql("PRAGMA table_info(contact)").all())
+        for name in _M006_NULLABLE:
+            create = re.sub(rf"(\b{name}\s+VARCHAR)\s+NOT NULL", r"\1", create, count=1)
+        create = re.sub(r"^CREATE TABLE\s+\"?contact\"?", "CREATE TABLE contact_m006", create, count=1)
+        conn.exec_driver_sql(create)
+        conn.exec_driver_sql(f"INSERT INTO contact_m006 ({columns}) SELECT {columns} FROM contact")
+        conn.exec_driver_sql("DROP TABLE contact")
+        conn.exec_driver_sql("ALTER TABLE contact_m006 RENAME TO contact")
+        for statement in indexes:
+            conn.exec_driver_sql(statement)
+    else:
+        for name in _M006_NULLABLE:
+            conn.exec_driver_sql(f"ALTER TABLE contact ALTER COLUMN {name} DROP NOT NULL")
+    false = "0" if sqlite else "false"
+    for name, kind in _M006_CONTACT_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE contact ADD COLUMN {name} {kind.format(false=false)}")
+    conn.exec_driver_sql(
+        "CREATE UNIQUE INDEX IF NOT EXISTS uq_contact_register_id ON contact (register_id) "
+        "WHERE register_id IS NOT NULL"
+    )
+    for name in _M006_MUNICIPALITY_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE municipality ADD COLUMN {name} VARCHAR")
+
+
 def m008_review_decisions(conn: Connection) -> None:
     """The approval table becomes the history of review decisions (issue 16): approvals and rejections,
     the reviewer's comment or reason, and the text files as they were decided on (for a diff later).
@@ -134,6 +195,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_delivery_keys", m002_delivery_keys),
     ("m003_griffie_index", m003_griffie_index),
+    ("m006_register", m006_register),
     ("m008_review_decisions", m008_review_decisions),
 ]
 

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 
 from pydantic import NaiveDatetime
-from sqlalchemy import Index, text
+from sqlalchemy import Index, false, text
 from sqlmodel import Field, SQLModel
 
 
@@ -62,10 +62,21 @@ class Municipality(SQLModel, table=True):
     province_code: str  # "PV27"
     province: str  # CBS 2026 spelling: "Fryslân"
     aliases: str = ""  # other names, "|"-separated: "Den Haag"
+    # The postal address the government register gives (its Postadres), for the address block of a paper
+    # letter: "Postbus 100", "9990 AA", "VOORBEELDSTAD" (migration m006). None until a register import.
+    postal_address_line: str | None = None
+    postal_code: str | None = None
+    postal_city: str | None = None
 
 
 class Contact(SQLModel, table=True):
-    """One person (or the griffie mailbox) in one office of one municipality."""
+    """One person (or the griffie mailbox) in one office of one municipality.
+
+    A contact from a council list is identified by ``office_key`` (address, municipality, role); one
+    from the government register by ``register_id`` (the register's id of the office holder), and may
+    have no e-mail address at all: such a contact is in the registry, counted and reported, and planning
+    skips it with the reason "no e-mail address" (migration m006).
+    """
 
     __table_args__ = (
         Index("ix_contact_muni_sort", "municipality_id", "sort_name"),
@@ -77,6 +88,14 @@ class Contact(SQLModel, table=True):
             "id",
             sqlite_where=text("role = 'griffie'"),
             postgresql_where=text("role = 'griffie'"),
+        ),
+        # Unique where set: council-list rows have none and add nothing to the index (migration m006).
+        Index(
+            "uq_contact_register_id",
+            "register_id",
+            unique=True,
+            sqlite_where=text("register_id IS NOT NULL"),
+            postgresql_where=text("register_id IS NOT NULL"),
         ),
     )
 
@@ -93,11 +112,14 @@ class Contact(SQLModel, table=True):
     tussenvoegsel: str | None = None  # "van der"
     achternaam: str | None = None
     aanspreekvorm: str | None = None  # "mevrouw" | "heer" | None: given by a source, never guessed
-    email: str  # as given in the source
-    email_normalized: str  # email-validator's normalised form, used to send
-    email_key: str = Field(index=True)  # case-folded: matching, dedupe, suppression
-    email_hash: str = Field(index=True)  # sha256(email_key): joins with hashed suppressions
-    office_key: str = Field(unique=True)  # "email_key|GM0363|role": the upsert identity
+    # The four e-mail columns are all set or all None (a register office holder without an address).
+    email: str | None = None  # as given in the source
+    email_normalized: str | None = None  # email-validator's normalised form, used to send
+    email_key: str | None = Field(default=None, index=True)  # case-folded: matching, dedupe, suppression
+    email_hash: str | None = Field(default=None, index=True)  # sha256(email_key): hashed suppressions
+    # "email_key|GM0363|role": the upsert identity of a council-list row; None for a register row
+    # without an address (register_id identifies it).
+    office_key: str | None = Field(default=None, unique=True)
     sort_name: str = ""  # achternaam without tussenvoegsel, case-folded: "van der Berg" sorts under B
     source: str  # provenance: file name or --source text
     imported_at: NaiveDatetime = Field(default_factory=utcnow)
@@ -106,6 +128,14 @@ class Contact(SQLModel, table=True):
     active: bool = True
     opted_in_at: NaiveDatetime | None = None  # asked to receive the charity's mailings
     opt_in_topics: str | None = None  # what they asked for, in their words or a topic list
+    # From the government register (migration m006); None/False for council-list rows.
+    register_id: str | None = None  # the register's systeemId of this office holder's entry
+    register_email: str | None = None  # the address the register gave last time: tells who changed it
+    term_start: date | None = None
+    waarnemend: bool = Field(default=False, sa_column_kwargs={"server_default": false()})  # acting
+    # Marks on this office, never a contact of their own: the same person's other register entries.
+    locoburgemeester: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    fractievoorzitter: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class Suppression(SQLModel, table=True):

@@ -90,4 +90,4 @@ def contact_count(engine: Engine) -> int:
 def contacts_by_email(engine: Engine) -> dict[str, Contact]:
     """Every contact, keyed by its email_key (tests use one office per address unless they say so)."""
     with Session(engine) as session:
-        return {c.email_key: c for c in session.exec(sqlmodel.select(Contact)).all()}
+        return {c.email_key or "": c for c in session.exec(sqlmodel.select(Contact)).all()}

@@ -42,7 +42,7 @@ def populate(engine: Engine) -> dict[str, int]:
             Suppression(key_hash=email_hash(email_key("afgemeld@utrecht.nl")), reason="opt-out", source="t")
         )
         session.commit()
-        return {c.email: int(c.id or 0) for c in contacts}
+        return {c.email or "": int(c.id or 0) for c in contacts}
 
 
 def selected(engine: Engine, campaign: CampaignConfig, ids: dict[str, int]) -> set[str]:

@@ -99,7 +99,10 @@ def test_check_passes_for_both_shipped_campaigns(runner: CliRunner, db_url: str,
 
     result = run(runner, db_url, ["check", "--campaign", "wethouders-jeugd"])
     assert result.exit_code == 0, result.output
-    assert "4 recipients, 0 suppressed, 0 invalid, 4 letters rendered" in result.stdout
+    assert (
+        "4 recipients, 0 suppressed, 0 without an e-mail address, 0 invalid, 4 letters rendered"
+        in result.stdout
+    )
     assert "2 separate griffie copies" in result.stdout
 
 

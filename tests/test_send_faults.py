@@ -35,7 +35,7 @@ def states(engine: Engine) -> dict[str, Delivery]:
             .join(Delivery, col(Delivery.contact_id) == col(Contact.id))
             .order_by(col(Delivery.id))
         ).all()
-    return {address: delivery for address, delivery in rows}
+    return {address or "": delivery for address, delivery in rows}
 
 
 @pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])

@@ -51,7 +51,7 @@ def final_states(engine: Engine) -> dict[str, str]:
                 Delivery, col(Delivery.contact_id) == col(Contact.id)
             )
         ).all()
-    return dict(rows)
+    return {address or "": state for address, state in rows}
 
 
 def assert_exactly_once(server: SmtpServer, engine: Engine, addresses: list[str]) -> None:

@@ -181,9 +181,13 @@ def test_cli_report_formats(engine: Engine, db_url: str, runner: CliRunner) -> N
     assert document["totals"]["replied"] == 2 and document["totals"]["response_rate"] == 0.5
     assert [r["group"] for r in document["rows"]] == ["Overijssel", "Utrecht"]
     assert document["coverage"]["covered"] == 3
-    assert {"cbs_code": "GM0193", "name": "Zwolle", "province": "Overijssel", "letters": 1} in document[
-        "coverage"
-    ]["uncovered"]
+    assert {
+        "cbs_code": "GM0193",
+        "name": "Zwolle",
+        "province": "Overijssel",
+        "letters": 1,
+        "no_email": 0,
+    } in document["coverage"]["uncovered"]
 
     as_csv = runner.invoke(app, [*base, "--by", "municipality", "--csv"])
     assert as_csv.exit_code == 0, as_csv.output

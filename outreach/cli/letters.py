@@ -127,9 +127,15 @@ def check(ctx: typer.Context, campaign: CampaignOption, as_json: JsonOption = Fa
                 typer.echo(f"  {count:>6}  {problem}")
         typer.echo(
             f"campaign {report.campaign}: {report.recipients} recipients, {report.suppressed} suppressed, "
+            f"{report.no_email} without an e-mail address, "
             f"{report.invalid} invalid, {report.rendered} letters rendered "
             f"({report.cc_griffie} with Cc to the griffie, {report.griffie_copies} separate griffie copies), "
             f"{len(report.failures)} failures"
+        )
+    if report.no_email and not as_json:
+        typer.echo(
+            f"{report.no_email} of the {report.recipients} in the audience cannot be reached: the registry "
+            "has no e-mail address for them (outreach contacts list shows them)"
         )
     if not report.ok:
         sys.stderr.write(f"Error: campaign {report.campaign} is not ready: fix the problems above\n")

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 
 from outreach.cli.common import app_context, contacts_app, echo_json, err_console
 from outreach.registry.bootstrap import initialise
-from outreach.registry.query import ContactView, list_contacts, role_label, show_contact
+from outreach.registry.query import ContactView, address_label, list_contacts, role_label, show_contact
 
 if TYPE_CHECKING:
     from outreach.registry.importer import ImportResult, ProgressCallback
@@ -151,7 +151,7 @@ def _list_lines(views: list[ContactView]) -> list[str]:
             role_label(v),
             v.name or "-",
             v.party or "-",
-            v.email_normalized + (f"  [suppressed: {v.suppressed}]" if v.suppressed else ""),
+            address_label(v) + (f"  [suppressed: {v.suppressed}]" if v.suppressed else ""),
         )
         for v in views
     ]
@@ -193,7 +193,13 @@ def list_command(
 
 def show_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The e-mail address (any capitalisation).")],
+    email: Annotated[
+        str,
+        typer.Argument(
+            help="The e-mail address (any capitalisation), or register:ID for an office holder the "
+            "register lists without one."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """Everything the registry holds on one address: each office, provenance, suppression."""
@@ -212,7 +218,7 @@ def show_command(
         fields = [
             ("Name", " ".join(p for p in (view.title, view.name) if p) or "-"),
             ("Aanspreekvorm", view.aanspreekvorm or "- (not given)"),
-            ("Role", view.role),
+            ("Role", role_label(view)),
             ("Portfolio", view.portfolio or "-"),
             ("Party", view.party or "-"),
             (
@@ -221,9 +227,15 @@ def show_command(
             ),
             (
                 "E-mail",
-                view.email_normalized
-                + (f" (given as {view.email})" if view.email != view.email_normalized else ""),
+                (
+                    view.email_normalized
+                    + (f" (given as {view.email})" if view.email != view.email_normalized else "")
+                )
+                if view.email_normalized
+                else "- (none: no letter can be e-mailed)",
             ),
+            ("Register id", view.register_id or "-"),
+            ("Term starts", view.term_start.isoformat() if view.term_start else "-"),
             ("Term ends", view.term_end.isoformat() if view.term_end else "-"),
             ("Active", "yes" if view.active else "no"),
             ("Source", view.source),

@@ -262,12 +262,15 @@ def _print_report(report: CampaignReport) -> None:
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
     table = Table(title=f"{report.name} ({report.campaign})", title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column(report.by or "", style="bold", no_wrap=True)
-    headers = ("letters", "sent", "failed", "skipped", "bounced", "replied", "auto-\nreplied", "opted\nout")
+    headers = (
+        *("letters", "sent", "failed", "skipped", "no\ne-mail", "bounced", "replied", "auto-\nreplied"),
+        "opted\nout",
+    )
     for header in (*headers, "response\nrate"):
         table.add_column(header, justify="right", no_wrap=True)
 
     def cells(row: ReportRow) -> list[str]:
-        numbers = (row.letters, row.sent, row.failed, row.skipped, row.bounced, row.replied)
+        numbers = (row.letters, row.sent, row.failed, row.skipped, row.no_email, row.bounced, row.replied)
         return [f"{n:,}" for n in (*numbers, row.auto_replied, row.opted_out)] + [_rate(row)]
 
     for row in report.rows:
@@ -286,8 +289,10 @@ def _print_report(report: CampaignReport) -> None:
     if planned:
         console.print(f"Letters planned but none delivered in {len(planned)}:")
         for m in planned[:UNCOVERED_SHOWN]:
+            unreachable = f"; {m.no_email} without an e-mail address" if m.no_email else ""
             console.print(
-                f"  {m.cbs_code}  {m.name}, {m.province} ({m.letters} letter(s) planned, none delivered)"
+                f"  {m.cbs_code}  {m.name}, {m.province} ({m.letters} letter(s) planned, none delivered"
+                f"{unreachable})"
             )
         if len(planned) > UNCOVERED_SHOWN:
             console.print(f"  … and {len(planned) - UNCOVERED_SHOWN} more (all of them: --json)")
@@ -305,7 +310,13 @@ def _print_report(report: CampaignReport) -> None:
 
 def export_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The person's e-mail address.")],
+    email: Annotated[
+        str,
+        typer.Argument(
+            help="The person's e-mail address, or register:ID for an office holder the register lists "
+            "without one."
+        ),
+    ],
 ) -> None:
     """Everything held on one person (every office, letters, responses, suppression) as JSON."""
     from outreach.tracking.privacy import export_person
@@ -315,7 +326,13 @@ def export_command(
 
 def forget_command(
     ctx: typer.Context,
-    email: Annotated[str, typer.Argument(help="The person's e-mail address.")],
+    email: Annotated[
+        str,
+        typer.Argument(
+            help="The person's e-mail address, or register:ID for an office holder the register lists "
+            "without one."
+        ),
+    ],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Erase a person: contacts deleted, responses anonymised, only a hashed suppression kept so that no

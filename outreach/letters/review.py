@@ -155,6 +155,7 @@ class CheckReport:
     campaign: str
     recipients: int = 0  # everyone in the audience, griffie copies included
     suppressed: int = 0
+    no_email: int = 0  # in the audience without an address (the register lists many): cannot be reached
     invalid: int = 0
     rendered: int = 0
     griffie_copies: int = 0
@@ -199,6 +200,9 @@ def check_campaign(
     for recipient in recipients:
         if recipient.suppressed:
             report.suppressed += 1
+            continue
+        if not recipient.email:
+            report.no_email += 1
             continue
         if recipient.email_problem:
             report.invalid += 1

@@ -1,13 +1,31 @@
 """Who a campaign addresses, as one set-based SELECT of contact ids.
 
-The statement includes suppressed contacts and contacts with an unusable address on purpose: planning
-records them as ``skipped`` with a reason, so that a report shows who was left out and why. Inactive
-contacts (no longer in office) are left out altogether.
+The statement includes suppressed contacts, contacts with an unusable address and contacts without any
+address (register office holders) on purpose: planning records them as ``skipped`` with a reason, so
+that a report shows who was left out and why. Inactive contacts (no longer in office) are left out
+altogether.
+
+One letter per mailbox: a person who holds several offices under one address (raadslid and
+fractievoorzitter in a council list, a griffier whose entry carries the griffie mailbox) is addressed
+once, as the office imported first (the lowest contact id: stable when offices are added later, so a
+second planning never adds a second letter to the same mailbox).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, false, func, literal, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    FromClause,
+    Select,
+    and_,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    union_all,
+)
 
 from outreach.letters.campaign import Audience, CampaignConfig
 from outreach.letters.render import table
@@ -98,7 +116,13 @@ def audience_contact_ids(campaign: CampaignConfig) -> Select[int]:
                 ),
             ),
         )
-    return select(contact.c.id).where(condition)
+    c = contact.c
+    one_per_mailbox = (
+        select(func.min(c.id).label("id")).where(condition, c.email_key.is_not(None)).group_by(c.email_key)
+    )
+    without_address = select(c.id.label("id")).where(condition, c.email_key.is_(None))
+    ids = union_all(one_per_mailbox, without_address).subquery("audience_ids")
+    return select(ids.c.id)
 
 
 # The report module imported this under its first, private name.

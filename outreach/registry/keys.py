@@ -22,6 +22,24 @@ def office_key(key: str, cbs_code: str | None, role: str) -> str:
     return f"{key}|{cbs_code or ''}|{role}"
 
 
+REGISTER_PREFIX = "register:"
+
+
+def register_reference(text: str) -> str | None:
+    """The register id in "register:28990203" or "28990203" (how `contacts show/export/forget` name an
+    office holder without an address), or None for anything else (an e-mail address)."""
+    text = text.strip()
+    if text.casefold().startswith(REGISTER_PREFIX):
+        text = text[len(REGISTER_PREFIX) :].strip()
+    return text if text.isdigit() else None
+
+
+def register_key(register_id: str) -> str:
+    """What stands in for the email_key of a register office holder in a suppression: forgetting a
+    person without an address keeps sha256("register:<id>"), so a re-import cannot bring them back."""
+    return f"{REGISTER_PREFIX}{register_id}"
+
+
 def sort_name(achternaam: str | None, tussenvoegsel: str | None = None) -> str:
     """Sort key: surname without particle ("van der Berg" sorts under B), accents folded."""
     name = (achternaam or "").strip()

@@ -11,7 +11,7 @@ from sqlmodel import col
 
 from outreach.errors import NotFoundError, UsageError
 from outreach.models import Contact, Municipality, Role, Suppression
-from outreach.registry.keys import email_hash, email_key, fold
+from outreach.registry.keys import email_hash, email_key, fold, register_key, register_reference
 from outreach.registry.resolve import MunicipalityResolver
 from outreach.registry.values import ROLE_NAMES, parse_role
 
@@ -21,8 +21,8 @@ class ContactView:
     """One contact with its municipality and suppression, as `contacts list/show` present it."""
 
     id: int
-    email: str
-    email_normalized: str
+    email: str | None  # None: the register lists this office holder without an address
+    email_normalized: str | None
     role: str
     portfolio: str | None
     party: str | None
@@ -42,6 +42,11 @@ class ContactView:
     active: bool
     sort_name: str
     suppressed: str | None  # the suppression reason, when the address is suppressed
+    register_id: str | None = None
+    term_start: date | None = None
+    waarnemend: bool = False
+    locoburgemeester: bool = False
+    fractievoorzitter: bool = False
 
     @property
     def name(self) -> str:
@@ -58,7 +63,7 @@ class ContactView:
 
 @dataclass(frozen=True)
 class ContactDetail:
-    email_key: str
+    email_key: str  # the address as matched, or "register:<id>" for an office holder named by id
     suppression: dict[str, Any] | None
     contacts: list[ContactView]
 
@@ -105,6 +110,11 @@ def _query() -> Any:
             col(Contact.active),
             col(Contact.sort_name),
             col(Suppression.reason).label("suppressed"),
+            col(Contact.register_id),
+            col(Contact.term_start),
+            col(Contact.waarnemend),
+            col(Contact.locoburgemeester),
+            col(Contact.fractievoorzitter),
         )
         .select_from(Contact)
         .outerjoin(Municipality, col(Municipality.id) == col(Contact.municipality_id))
@@ -120,7 +130,7 @@ def _sorted(views: list[ContactView]) -> list[ContactView]:
             c.sort_name,
             fold(c.voornaam or c.voorletters or ""),
             c.role,
-            c.email_normalized.casefold(),
+            (c.email_normalized or "").casefold(),
         ),
     )
 
@@ -162,10 +172,18 @@ def list_contacts(
 
 
 def show_contact(engine: Engine, email: str) -> ContactDetail:
-    """Every office held under ``email`` (matched case-insensitively) and its suppression, if any."""
-    key = email_key(email.removeprefix("mailto:"))
+    """Every office held under ``email`` (matched case-insensitively) and its suppression, if any.
+
+    ``email`` may also be a register id ("register:28990203" or "28990203"): the office holder the
+    register lists under that id, with or without an address."""
+    register_id = register_reference(email)
     with engine.connect() as conn:
-        rows = conn.execute(_query().where(col(Contact.email_key) == key)).mappings().all()
+        if register_id is not None:
+            key = register_key(register_id)
+            rows = conn.execute(_query().where(col(Contact.register_id) == register_id)).mappings().all()
+        else:
+            key = email_key(email.removeprefix("mailto:"))
+            rows = conn.execute(_query().where(col(Contact.email_key) == key)).mappings().all()
         suppression = (
             conn.execute(
                 select(col(Suppression.reason), col(Suppression.source), col(Suppression.created_at)).where(
@@ -176,7 +194,8 @@ def show_contact(engine: Engine, email: str) -> ContactDetail:
             .first()
         )
     if not rows and suppression is None:
-        raise NotFoundError(f"no contact with e-mail address {email!r}")
+        what = f"register id {register_id}" if register_id is not None else f"e-mail address {email!r}"
+        raise NotFoundError(f"no contact with {what}")
     return ContactDetail(
         email_key=key,
         suppression=dict(suppression) if suppression is not None else None,
@@ -185,7 +204,23 @@ def show_contact(engine: Engine, email: str) -> ContactDetail:
 
 
 def role_label(view: ContactView) -> str:
-    """ "wethouder (Jeugd)" for lists."""
+    """ "wethouder (Jeugd)", "waarnemend burgemeester", "wethouder, locoburgemeester" for lists."""
+    label = f"waarnemend {view.role}" if view.waarnemend else view.role
     if view.portfolio and view.role in (Role.WETHOUDER, Role.BURGEMEESTER, Role.LOCO_BURGEMEESTER):
-        return f"{view.role} ({view.portfolio})"
-    return view.role
+        label = f"{label} ({view.portfolio})"
+    marks = [
+        m
+        for m, on in (
+            ("locoburgemeester", view.locoburgemeester),
+            ("fractievoorzitter", view.fractievoorzitter),
+        )
+        if on
+    ]
+    return ", ".join([label, *marks])
+
+
+def address_label(view: ContactView) -> str:
+    """The address, or how to name an office holder without one: "- (register:28990203)"."""
+    if view.email_normalized:
+        return view.email_normalized
+    return f"- (no e-mail; register:{view.register_id})" if view.register_id else "- (no e-mail)"

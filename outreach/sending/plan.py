@@ -47,6 +47,7 @@ _NOT_YET_SENT = (PENDING, DEFERRED, HELD)
 
 SKIP_SUPPRESSED = "suppressed"
 SKIP_INVALID = "invalid address"
+SKIP_NO_EMAIL = "no e-mail address"  # an office holder the register lists without one
 SKIP_INACTIVE = "no longer in office"
 SKIP_FORGOTTEN = "removed from the registry"
 #: The start of the reason of a letter that could not be composed: it is ``held``, not ``skipped``.
@@ -158,8 +159,8 @@ def _insert_missing(conn: Connection, campaign_id: int, audience: Select[Any], n
 def skip_undeliverable(
     conn: Connection, campaign_id: int, now: datetime, *, include_unknown: bool = False
 ) -> int:
-    """Mark not-yet-sent deliveries ``skipped`` whose contact is suppressed, gone, inactive or has no
-    usable address. Returns how many rows changed."""
+    """Mark not-yet-sent deliveries ``skipped`` whose contact is suppressed, gone, inactive, has no
+    address at all or no usable one. Returns how many rows changed."""
     contact = CONTACT.c
     states = (*_NOT_YET_SENT, UNKNOWN) if include_unknown else _NOT_YET_SENT
     open_rows = and_(D.campaign_id == campaign_id, D.state.in_(states))
@@ -177,6 +178,7 @@ def skip_undeliverable(
         .limit(1)
         .scalar_subquery()
     )
+    no_email = contact.email_normalized.is_(None)
     invalid = or_(contact.email_normalized == "", not_(contact.email_normalized.contains("@")))
     reason = (
         select(
@@ -185,6 +187,7 @@ def skip_undeliverable(
                     suppression_reason.is_not(None),
                     literal(f"{SKIP_SUPPRESSED}: ", String()) + suppression_reason,
                 ),
+                (no_email, literal(SKIP_NO_EMAIL, String())),
                 (invalid, literal(SKIP_INVALID, String())),
                 else_=literal(SKIP_INACTIVE, String()),
             )
@@ -195,7 +198,7 @@ def skip_undeliverable(
     undeliverable_ids = (
         select(contact.id)
         .outerjoin(SUPPRESSION, SUPPRESSION.c.key_hash == contact.email_hash)
-        .where(or_(SUPPRESSION.c.id.is_not(None), invalid, contact.active.is_(False)))
+        .where(or_(SUPPRESSION.c.id.is_not(None), no_email, invalid, contact.active.is_(False)))
     )
     undeliverable = (
         update(DELIVERY)

@@ -24,7 +24,7 @@ from sqlmodel import SQLModel
 
 from outreach.errors import NotFoundError, UsageError
 from outreach.models import EventKind, utcnow
-from outreach.registry.keys import email_hash, email_key
+from outreach.registry.keys import email_hash, email_key, register_key, register_reference
 from outreach.tracking.events import CAMPAIGN, CONTACT, DELIVERY, EVENT, SUPPRESSION
 
 MUNICIPALITY = SQLModel.metadata.tables["municipality"]
@@ -34,8 +34,48 @@ CHUNK = 500  # bound parameters per IN (...) list, well under SQLite's limit
 def _key(email: str) -> str:
     key = email_key(email)
     if "@" not in key:
-        raise UsageError(f"{email!r} is not an e-mail address")
+        raise UsageError(
+            f"{email!r} is not an e-mail address",
+            hint="name an office holder without an address by register id: register:28990203",
+        )
     return key
+
+
+@dataclass(frozen=True)
+class _Person:
+    """Whom a request names: an address, or a register id ("register:28990203") with the address the
+    register or staff gave that office holder, if any. ``keys`` are every email_key involved."""
+
+    label: str  # the address, or "register:<id>"
+    keys: tuple[str, ...]
+    register_id: str | None
+
+    def contacts(self) -> Any:
+        by_key = CONTACT.c.email_key.in_(self.keys) if self.keys else false()
+        if self.register_id is None:
+            return by_key
+        return or_(CONTACT.c.register_id == self.register_id, by_key)
+
+    def mentions(self) -> Any:
+        return or_(false(), *(_mentions(key) for key in self.keys))
+
+    def suppression_keys(self) -> list[str]:
+        """The hashed keys a suppression of this person is stored under."""
+        own = [register_key(self.register_id)] if self.register_id is not None else []
+        return own + list(self.keys)
+
+
+def _person(conn: Connection, who: str) -> _Person:
+    register_id = register_reference(who)
+    if register_id is None:
+        key = _key(who)
+        return _Person(label=key, keys=(key,), register_id=None)
+    keys = conn.execute(
+        select(CONTACT.c.email_key).where(
+            CONTACT.c.register_id == register_id, CONTACT.c.email_key.is_not(None)
+        )
+    ).scalars()
+    return _Person(label=register_key(register_id), keys=tuple(sorted(set(keys))), register_id=register_id)
 
 
 def _plain(value: Any) -> Any:
@@ -50,11 +90,11 @@ def _mentions(key: str) -> Any:
     return (EVENT.c.kind == EventKind.UNMATCHED.value) & EVENT.c.text.contains(key, autoescape=True)
 
 
-def _person_events(contact_ids: Sequence[int], delivery_ids: Sequence[int], key: str) -> Any:
+def _person_events(contact_ids: Sequence[int], delivery_ids: Sequence[int], person: _Person) -> Any:
     return or_(
         EVENT.c.contact_id.in_(contact_ids) if contact_ids else false(),
         EVENT.c.delivery_id.in_(delivery_ids) if delivery_ids else false(),
-        _mentions(key),
+        person.mentions(),
     )
 
 
@@ -62,9 +102,12 @@ def _person_events(contact_ids: Sequence[int], delivery_ids: Sequence[int], key:
 
 
 def export_person(engine: Engine, email: str, *, now: datetime | None = None) -> dict[str, Any]:
-    """Everything held on ``email``: contacts (every office), letters, events and any suppression."""
-    key = _key(email)
+    """Everything held on ``email``: contacts (every office), letters, events and any suppression.
+
+    ``email`` may be a register id ("register:28990203"): that office holder's rows, and everything
+    held under the address they have, if any."""
     with engine.connect() as conn:
+        person = _person(conn, email)
         contacts = conn.execute(
             select(
                 CONTACT,
@@ -73,7 +116,7 @@ def export_person(engine: Engine, email: str, *, now: datetime | None = None) ->
                 MUNICIPALITY.c.province.label("municipality_province"),
             )
             .select_from(CONTACT.outerjoin(MUNICIPALITY, MUNICIPALITY.c.id == CONTACT.c.municipality_id))
-            .where(CONTACT.c.email_key == key)
+            .where(person.contacts())
             .order_by(CONTACT.c.id)
         ).all()
         contact_ids = [int(c.id) for c in contacts]
@@ -91,18 +134,18 @@ def export_person(engine: Engine, email: str, *, now: datetime | None = None) ->
         events = conn.execute(
             select(EVENT, CAMPAIGN.c.slug.label("campaign"))
             .select_from(EVENT.outerjoin(CAMPAIGN, CAMPAIGN.c.id == EVENT.c.campaign_id))
-            .where(_person_events(contact_ids, delivery_ids, key))
+            .where(_person_events(contact_ids, delivery_ids, person))
             .order_by(EVENT.c.occurred_at, EVENT.c.id)
         ).all()
         suppression = conn.execute(
-            select(SUPPRESSION.c.reason, SUPPRESSION.c.source, SUPPRESSION.c.created_at).where(
-                SUPPRESSION.c.key_hash == email_hash(key)
-            )
+            select(SUPPRESSION.c.reason, SUPPRESSION.c.source, SUPPRESSION.c.created_at)
+            .where(SUPPRESSION.c.key_hash.in_([email_hash(k) for k in person.suppression_keys()]))
+            .order_by(SUPPRESSION.c.created_at)
         ).first()
     if not contacts and not events and suppression is None:
         raise NotFoundError(f"nothing is held on {email}", hint="the address is compared case-insensitively")
     return {
-        "email": key,
+        "email": person.label,
         "exported_at": _plain(now or utcnow()),
         "contacts": [_contact_dict(c) for c in contacts],
         "letters": [
@@ -176,35 +219,44 @@ class ForgetResult:
 
 
 def forget_person(engine: Engine, email: str, *, now: datetime | None = None) -> ForgetResult:
-    """Erase the person behind ``email``; keep a hashed suppression so that they stay unwritten-to."""
-    key = _key(email)
+    """Erase the person behind ``email``; keep a hashed suppression so that they stay unwritten-to.
+
+    ``email`` may be a register id ("register:28990203"): the suppression is then kept under the hash
+    of "register:<id>" as well (and of their address, if they have one), and a register import passes
+    that office holder over from then on."""
     now = now or utcnow()
     with engine.begin() as conn:
-        contact_ids = [
-            int(i) for i in conn.execute(select(CONTACT.c.id).where(CONTACT.c.email_key == key)).scalars()
-        ]
+        person = _person(conn, email)
+        contact_ids = [int(i) for i in conn.execute(select(CONTACT.c.id).where(person.contacts())).scalars()]
         delivery_ids = _delivery_ids(conn, contact_ids)
-        events = _anonymise_events(conn, _person_events(contact_ids, delivery_ids, key))
+        events = _anonymise_events(conn, _person_events(contact_ids, delivery_ids, person))
         letters = _unlink_deliveries(conn, contact_ids, now)
-        digest = email_hash(key)
-        existing = conn.execute(select(SUPPRESSION.c.reason).where(SUPPRESSION.c.key_hash == digest)).scalar()
-        if existing is None:
-            conn.execute(
-                SUPPRESSION.insert().values(
-                    key_hash=digest, email_key=None, reason="forgotten", source="manual", created_at=now
-                )
-            )
-            reason = "forgotten"
-        else:
-            conn.execute(update(SUPPRESSION).where(SUPPRESSION.c.key_hash == digest).values(email_key=None))
-            reason = str(existing)
-        # Suppressions are unique by hash; this also clears a readable copy stored under another hash
-        # by an older version of the keys.
-        conn.execute(update(SUPPRESSION).where(SUPPRESSION.c.email_key == key).values(email_key=None))
-        removed = conn.execute(CONTACT.delete().where(CONTACT.c.email_key == key)).rowcount
+        reasons = [_suppress_forgotten(conn, key, now) for key in person.suppression_keys()]
+        removed = 0
+        for chunk in _chunks(contact_ids):
+            removed += int(conn.execute(CONTACT.delete().where(CONTACT.c.id.in_(chunk))).rowcount or 0)
+    reason = next((r for r in reasons if r != "forgotten"), "forgotten")
     return ForgetResult(
-        email=key, contacts=int(removed or 0), letters=letters, events=events, suppression=reason
+        email=person.label, contacts=removed, letters=letters, events=events, suppression=reason
     )
+
+
+def _suppress_forgotten(conn: Connection, key: str, now: datetime) -> str:
+    """A hashed suppression for ``key``; the reason it has (an earlier opt-out stays an opt-out)."""
+    digest = email_hash(key)
+    existing = conn.execute(select(SUPPRESSION.c.reason).where(SUPPRESSION.c.key_hash == digest)).scalar()
+    if existing is None:
+        conn.execute(
+            SUPPRESSION.insert().values(
+                key_hash=digest, email_key=None, reason="forgotten", source="manual", created_at=now
+            )
+        )
+    else:
+        conn.execute(update(SUPPRESSION).where(SUPPRESSION.c.key_hash == digest).values(email_key=None))
+    # Suppressions are unique by hash; this also clears a readable copy stored under another hash by an
+    # older version of the keys.
+    conn.execute(update(SUPPRESSION).where(SUPPRESSION.c.email_key == key).values(email_key=None))
+    return "forgotten" if existing is None else str(existing)
 
 
 def _delivery_ids(conn: Connection, contact_ids: Sequence[int]) -> list[int]:
@@ -263,7 +315,7 @@ def purge_ended(
     with engine.begin() as conn:
         rows = conn.execute(select(CONTACT.c.id, CONTACT.c.email_key).where(ended)).all()
         contact_ids = [int(r.id) for r in rows]
-        keys = sorted({str(r.email_key) for r in rows})
+        keys = sorted({str(r.email_key) for r in rows if r.email_key is not None})
         delivery_ids = _delivery_ids(conn, contact_ids)
         if dry_run:
             return PurgeResult(ended_before, len(contact_ids), len(keys), len(delivery_ids), 0, dry_run=True)

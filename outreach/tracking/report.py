@@ -32,6 +32,7 @@ from outreach.errors import CampaignError, NotFoundError
 from outreach.letters.campaign import Audience, load_campaign
 from outreach.models import DeliveryState, EventKind
 from outreach.registry.audience import municipality_filter
+from outreach.sending.plan import SKIP_NO_EMAIL
 from outreach.tracking.events import CAMPAIGN, CONTACT, DELIVERY, EVENT
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ COLUMNS = (
     "sent",
     "failed",
     "skipped",
+    "no_email",
     "bounced",
     "replied",
     "auto_replied",
@@ -61,6 +63,7 @@ class ReportRow:
     sent: int
     failed: int
     skipped: int
+    no_email: int  # skipped because the registry has no address (register office holders)
     bounced: int
     replied: int
     auto_replied: int
@@ -82,6 +85,7 @@ class UncoveredMunicipality:
     name: str
     province: str
     letters: int  # planned for it (pending, skipped, failed), none delivered
+    no_email: int = 0  # of those, skipped because the registry has no e-mail address
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,13 @@ class CampaignReport:
                 "municipalities": self.municipalities_in_scope,
                 "covered": self.covered,
                 "uncovered": [
-                    {"cbs_code": m.cbs_code, "name": m.name, "province": m.province, "letters": m.letters}
+                    {
+                        "cbs_code": m.cbs_code,
+                        "name": m.name,
+                        "province": m.province,
+                        "letters": m.letters,
+                        "no_email": m.no_email,
+                    }
                     for m in self.uncovered
                 ],
             },
@@ -166,6 +176,9 @@ def _flags() -> Any:
     )
 
 
+_NO_EMAIL = (DELIVERY.c.state == DeliveryState.SKIPPED.value) & (DELIVERY.c.skip_reason == SKIP_NO_EMAIL)
+
+
 def _counts(campaign_id: int, group_columns: Sequence[ColumnElement[Any]]) -> Any:
     flags = _flags().where(EVENT.c.campaign_id == campaign_id).subquery("flags")
     sent = DELIVERY.c.sent_at.is_not(None)
@@ -184,6 +197,7 @@ def _counts(campaign_id: int, group_columns: Sequence[ColumnElement[Any]]) -> An
             total(sent).label("sent"),
             total(failed).label("failed"),
             total(DELIVERY.c.state == DeliveryState.SKIPPED.value).label("skipped"),
+            total(_NO_EMAIL).label("no_email"),
             flagged(flags.c.bounced).label("bounced"),
             flagged(flags.c.replied).label("replied"),
             flagged(flags.c.auto_replied).label("auto_replied"),
@@ -207,6 +221,7 @@ def _row(row: Any, group: str | None, code: str | None) -> ReportRow:
         sent=int(row.sent),
         failed=int(row.failed),
         skipped=int(row.skipped),
+        no_email=int(row.no_email),
         bounced=int(row.bounced),
         replied=int(row.replied),
         auto_replied=int(row.auto_replied),
@@ -255,14 +270,25 @@ def campaign_report(
             DELIVERY.c.contact_id == CONTACT.c.id,
             CONTACT.c.municipality_id == MUNICIPALITY.c.id,
         )
-        planned = (
-            select(func.count())
-            .select_from(DELIVERY.join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id))
-            .where(DELIVERY.c.campaign_id == cid, CONTACT.c.municipality_id == MUNICIPALITY.c.id)
-            .scalar_subquery()
-        )
+
+        def planned(*condition: Any) -> Any:
+            return (
+                select(func.count())
+                .select_from(DELIVERY.join(CONTACT, CONTACT.c.id == DELIVERY.c.contact_id))
+                .where(
+                    DELIVERY.c.campaign_id == cid, CONTACT.c.municipality_id == MUNICIPALITY.c.id, *condition
+                )
+                .scalar_subquery()
+            )
+
         uncovered_query = (
-            select(MUNICIPALITY.c.cbs_code, MUNICIPALITY.c.name, MUNICIPALITY.c.province, planned.label("n"))
+            select(
+                MUNICIPALITY.c.cbs_code,
+                MUNICIPALITY.c.name,
+                MUNICIPALITY.c.province,
+                planned().label("n"),
+                planned(_NO_EMAIL).label("no_email"),
+            )
             .where(~delivered_there)
             .order_by(MUNICIPALITY.c.province, MUNICIPALITY.c.name)
         )
@@ -271,7 +297,13 @@ def campaign_report(
             uncovered_query = uncovered_query.where(scope_filter)
         municipalities = int(conn.execute(in_scope).scalar() or 0)
         uncovered = [
-            UncoveredMunicipality(cbs_code=r.cbs_code, name=r.name, province=r.province, letters=int(r.n))
+            UncoveredMunicipality(
+                cbs_code=r.cbs_code,
+                name=r.name,
+                province=r.province,
+                letters=int(r.n),
+                no_email=int(r.no_email),
+            )
             for r in conn.execute(uncovered_query)
         ]
         # Where letters were planned but none arrived comes first: that is where the team can act.
