@@ -12,7 +12,7 @@ import asyncio
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ class Received:
 class Fault:
     """What to do to a recipient: ``kind`` is one of
 
+    - ``mail``: answer MAIL FROM with ``reply`` (keyed by the envelope sender, not a recipient);
     - ``rcpt``: answer RCPT TO with ``reply`` (e.g. "451 4.7.1 greylisted", "550 5.1.1 no such user");
     - ``data``: take the body, then answer with ``reply`` instead of 250;
     - ``handler-error``: the server's handler raises while taking the body (aiosmtpd answers 500 and
@@ -62,6 +63,9 @@ class Handler:
     pipelining: bool = False
     delay: float = 0.0  # seconds to think before answering each message (to catch a sender mid-run)
     sessions: int = 0
+    rcpts: list[str] = field(default_factory=list)  # every RCPT TO the server accepted, bodies or not
+    # Called (on the server's thread) after a message is stored, before its 250 goes back.
+    after_message: Callable[[], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(
@@ -83,6 +87,16 @@ class Handler:
                 return fault
         return None
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
+    ) -> str:
+        fault = self._fault(address, "mail")
+        if fault is not None:
+            return fault.reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
@@ -94,6 +108,8 @@ class Handler:
             server.transport.close()
             return "421 4.4.2 closing (test: disconnect before DATA)"
         envelope.rcpt_tos.append(address)
+        with self.lock:
+            self.rcpts.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
@@ -109,6 +125,8 @@ class Handler:
             await asyncio.sleep(self.delay)
         with self.lock:
             self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(content)))
+        if self.after_message is not None:
+            self.after_message()
         if fault is not None and fault.kind == "disconnect-after-body":
             assert server.transport is not None
             server.transport.close()
