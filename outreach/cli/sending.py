@@ -146,9 +146,14 @@ def send(
     engine = context.engine()
     confirm = None if (yes or dry_run) else _confirm(campaign)
     progress = _RichProgress() if not dry_run and err_console.is_terminal else None
-    summary = run_send(engine, settings, config, options, confirm=confirm, progress=progress)
+    summary = run_send(engine, settings, config, options, confirm=confirm, progress=progress, notify=_tell)
     _print_summary(summary, limit=limit)
     raise typer.Exit(summary.exit_code)
+
+
+def _tell(line: str) -> None:
+    """A line for the user at once (Ctrl-C), above the progress bar when there is one; never wrapped."""
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _amsterdam(moment: datetime) -> str:

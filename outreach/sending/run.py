@@ -195,11 +195,13 @@ def run_send(
     progress: Progress | None = None,
     letters: LetterSource | None = None,
     audience: Any = None,
+    notify: Callable[[str], None] | None = None,
 ) -> SendSummary:
     """Send (or, with ``dry_run``, write out) the campaign's due letters. The core of ``outreach send``.
 
     ``campaign`` is a ``CampaignConfig``. Checks the approval, plans, settles what dead workers left,
-    asks ``confirm(due)`` when given, then sends. Raises ``OutreachError`` for problems that stop the
+    asks ``confirm(due)`` when given, then sends. ``notify(line)`` tells the user at once what a Ctrl-C
+    does (default: the log). Raises ``OutreachError`` for problems that stop the
     run before or while sending (not approved, authentication, TLS); a summary otherwise.
     """
     from outreach.letters.approval import require_approval
@@ -230,6 +232,7 @@ def run_send(
         _dry_run(engine, campaign, campaign_id, options, letters, summary)
     elif summary.due:
         sender = _Sender(engine, settings, campaign, campaign_id, options, letters, progress or _NoProgress())
+        sender.notify = notify or log.warning
         sender.summary = summary
         summary.worker = sender.worker
         # What start-up created (modules, SQLAlchemy's and Jinja's caches, templates) lives as long as the
@@ -405,6 +408,13 @@ class _Sender:
         self.composer: ComposerProcess | None = None
         # Per connection: the letter it sends next, whose envelope may already be with the server.
         self._following: dict[SmtpConnection, Job] = {}
+        self.notify: Callable[[str], None] = log.warning
+        self._in_flight: set[int] = set()  # deliveries marked ``sending`` whose outcome is not known yet
+        self._connecting: set[asyncio.Task[Any]] = set()  # slots opening a connection (no letter marked)
+        # Marked ``sending`` but stopped before the body was written: they go back to the queue as they
+        # were (delivery id -> state before this try), not to ``unknown``.
+        self._not_handed_over: dict[int, str] = {}
+        self._hard_stop: asyncio.TimerHandle | None = None
 
     def start_composer(self) -> None:
         """Claim and compose in a second process. It starts in the background; until it is ready, the
@@ -431,12 +441,29 @@ class _Sender:
         self._signals += 1
         self.summary.interrupted = True
         if self._signals == 1:
+            in_flight = len(self._in_flight)
+            # Each letter in flight waits for at most one more reply's timeout; then the stop is hard.
+            grace = max(1, math.ceil(self.settings.smtp_timeout))
+            if in_flight:
+                letters = "letter" if in_flight == 1 else "letters"
+                self.notify(
+                    f"Stopping: waiting for {in_flight} {letters} in flight (at most {grace} s); "
+                    f"Ctrl-C again to stop now"
+                )
+            else:
+                self.notify("Stopping: no letter in flight.")
             self.stop("interrupted")
+            for task in list(self._connecting):
+                task.cancel()  # no letter of theirs is marked ``sending``: nothing to wait for
+            self._hard_stop = asyncio.get_running_loop().call_later(grace, self._stop_now)
         else:
-            # A second Ctrl-C: stop now. Letters in the middle of being handed over stay ``sending``
-            # and are settled as ``unknown`` below.
-            for task in self._tasks:
-                task.cancel()
+            self._stop_now()
+
+    def _stop_now(self) -> None:
+        """A second Ctrl-C, or the first one's wait ran out: letters whose body was written become
+        ``unknown``, the others go back to the queue (``_settle``)."""
+        for task in self._tasks:
+            task.cancel()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -487,6 +514,8 @@ class _Sender:
             elif self._gave_up and self._connect_errors:
                 self.summary.errors.append(f"cannot open a connection: {self._connect_errors[-1]}")
         finally:
+            if self._hard_stop is not None:
+                self._hard_stop.cancel()
             for task in (producer, renewer):
                 task.cancel()
             self.progress.stop()
@@ -506,31 +535,55 @@ class _Sender:
         if writer.error is None:
             try:
                 await writer.flush()
-                await self._mark_own_sending_unknown()
+                await asyncio.to_thread(self._requeue_not_handed_over)
+                self.summary.unknown += await asyncio.to_thread(self._mark_own_sending_unknown)
                 await writer.release(None)
             except WriterFailedError:
                 pass
         await writer.close()
 
-    async def _mark_own_sending_unknown(self) -> None:
+    def _requeue_not_handed_over(self) -> None:
+        """Letters stopped before their body was written go back as they were: the server cannot have
+        them, and the try did not count."""
+        if not self._not_handed_over:
+            return
+        from sqlalchemy import bindparam, update
+
+        from outreach.sending.claim import DELIVERY
+
+        statement = (
+            update(DELIVERY)
+            .where(D.id == bindparam("b_id"), D.claimed_by == self.worker, D.state == SENDING)
+            .values(
+                state=bindparam("b_state"),
+                attempts=case((D.attempts > 0, D.attempts - 1), else_=0),
+                claimed_by=None,
+                lease_until=None,
+                updated_at=utcnow(),
+            )
+        )
+        rows = [{"b_id": i, "b_state": state} for i, state in self._not_handed_over.items()]
+        with self.engine.begin() as conn:
+            conn.execute(statement, rows)
+
+    def _mark_own_sending_unknown(self) -> int:
+        """What is still ``sending`` was handed over (or may have been) when the run stopped hard."""
         from sqlalchemy import update
 
         from outreach.sending.claim import DELIVERY
 
-        def settle() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    update(DELIVERY)
-                    .where(D.campaign_id == self.campaign_id, D.claimed_by == self.worker, D.state == SENDING)
-                    .values(
-                        state=UNKNOWN,
-                        lease_until=None,
-                        last_error="stopped while handing this letter over; the server may have it",
-                        updated_at=utcnow(),
-                    )
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(DELIVERY)
+                .where(D.campaign_id == self.campaign_id, D.claimed_by == self.worker, D.state == SENDING)
+                .values(
+                    state=UNKNOWN,
+                    lease_until=None,
+                    last_error="stopped while handing this letter over; the server may have it",
+                    updated_at=utcnow(),
                 )
-
-        await asyncio.to_thread(settle)
+            )
+            return int(result.rowcount)
 
     async def _renew(self) -> None:
         interval = max(1.0, self.options.lease.total_seconds() / 3)
@@ -746,6 +799,9 @@ class _Sender:
         if job.attempted and self._stopping:
             raise _Transient(Classification(Verdict.TRANSIENT, None, "stopped before the next try"))
         if not connection.is_open:
+            task = asyncio.current_task()
+            assert task is not None
+            self._connecting.add(task)
             try:
                 await connection.open()
             except ConnectFailedError as exc:
@@ -754,7 +810,14 @@ class _Sender:
                 raise _Transient(classify_smtp_error(exc)) from None
             except SmtpError as exc:
                 raise _Stop(exc) from None
-        if not await self.writer.mark_sending(job.row.id):
+            finally:
+                self._connecting.discard(task)
+        try:
+            marked = await self.writer.mark_sending(job.row.id)
+        except asyncio.CancelledError:
+            self._not_handed_over[job.row.id] = job.row.state  # the mark may still commit
+            raise
+        if not marked:
             log.warning("delivery %s: claim lost to another worker; not sending", job.row.id)
             if connection.next_envelope_for(job.row.id):
                 connection.abort()  # the server awaits this letter's body; it must not get it
@@ -763,8 +826,13 @@ class _Sender:
         job.tries += 1
         follow = self._follow(connection)
         then = None if follow is None else (follow.row.id, follow.sender, follow.recipients, follow.body)
+        self._in_flight.add(job.row.id)
         try:
             result = await connection.send(job.sender, job.recipients, job.body, key=job.row.id, then=then)
+        except asyncio.CancelledError:
+            if not connection.handed_over:
+                self._not_handed_over[job.row.id] = job.row.state
+            raise
         except (SmtpReplyError, ConnectionLostError) as exc:
             outcome = classify_smtp_error(exc)
         else:
@@ -775,6 +843,8 @@ class _Sender:
             self.summary.sent += 1
             self.progress.advance(SENT)
             return
+        finally:
+            self._in_flight.discard(job.row.id)
         if outcome.verdict is Verdict.TRANSIENT:
             self.writer.record(
                 Transition(

@@ -196,6 +196,9 @@ class SmtpConnection:
         self.sent = 0  # letters accepted on this connection
         self.connect_failures = 0  # consecutive failed opens
         self._next: _Envelope | None = None  # an envelope sent behind the last body, replies unread
+        # Whether the current (or last) letter's body was written: after a cancelled ``send`` it tells a
+        # letter the server may have from one it certainly has not.
+        self.handed_over = False
 
     @property
     def where(self) -> str:
@@ -358,7 +361,7 @@ class SmtpConnection:
             except SmtpReplyError:
                 follow = None  # its own send reports it
         commands, pipeline_data = letter.commands, letter.pipeline_data
-        body_sent = False
+        body_sent = self.handed_over = False
         try:
             if ahead is not None:
                 replies = await protocol.read(len(commands) + 1, timeout)
@@ -398,7 +401,7 @@ class SmtpConnection:
                 self._next = follow
             else:
                 transport.write(letter.body + b".\r\n")
-            body_sent = True
+            body_sent = self.handed_over = True
             ((code, text),) = await protocol.read(1, timeout)
             if code != 250:
                 if self._next is not None:
@@ -410,6 +413,9 @@ class SmtpConnection:
                     # keep the envelope (aiosmtpd does, answering the next MAIL with 503): RSET.
                     await self._reset(timeout)
                 raise SmtpReplyError(code, text, "body")
+        except asyncio.CancelledError:
+            self.abort()  # a stop in mid-transaction: no QUIT (it could be message text); no more waiting
+            raise
         except TimeoutError as exc:
             self.abort()
             raise ConnectionLostError(str(exc), body_sent=body_sent, timeout=True) from None
