@@ -14,6 +14,10 @@
     [imap]
     host = "imap.example.org"
 
+    [web]
+    base_url = "https://post.example.org"   # `outreach serve` behind the reverse proxy
+    trusted_proxies = ["127.0.0.1"]         # whose X-Forwarded-For is believed
+
 Passwords belong in ``OUTREACH_SMTP_PASSWORD`` / ``OUTREACH_IMAP_PASSWORD``; a password found in
 ``outreach.toml`` is accepted (staff machines differ) but never written, logged or stored by the tool.
 """
@@ -21,7 +25,9 @@ Passwords belong in ``OUTREACH_SMTP_PASSWORD`` / ``OUTREACH_IMAP_PASSWORD``; a p
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +39,7 @@ from outreach.errors import ConfigError
 CONFIG_FILE = "outreach.toml"
 TlsMode = Literal["starttls", "tls", "none"]
 TLS_MODES: tuple[str, ...] = ("starttls", "tls", "none")
+_BASE_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,11 @@ class Settings:
     imap_tls: TlsMode = "tls"
     imap_ca_file: Path | None = None
     imap_folders: tuple[str, ...] = ("INBOX",)
+    # `outreach serve`: the public https address behind the reverse proxy (no trailing slash); campaigns'
+    # unsubscribe and opt-in links default to it.
+    web_base_url: str | None = None
+    web_trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For is believed
+    web_rate_limit: float = 60.0  # requests per minute per client address on the public pages
 
     @property
     def smtp_port_effective(self) -> int:
@@ -85,6 +97,9 @@ _SOURCES: dict[str, tuple[str, tuple[str, str]]] = {
     "imap_tls": ("OUTREACH_IMAP_TLS", ("imap", "tls")),
     "imap_ca_file": ("OUTREACH_IMAP_CA_FILE", ("imap", "ca_file")),
     "imap_folders": ("OUTREACH_IMAP_FOLDERS", ("imap", "folders")),
+    "web_base_url": ("OUTREACH_WEB_BASE_URL", ("web", "base_url")),
+    "web_trusted_proxies": ("OUTREACH_WEB_TRUSTED_PROXIES", ("web", "trusted_proxies")),
+    "web_rate_limit": ("OUTREACH_WEB_RATE_LIMIT", ("web", "rate_limit")),
 }
 
 
@@ -120,6 +135,22 @@ def _convert(name: str, raw: object, where: str) -> object:
             return text
         if name in ("templates", "smtp_ca_file", "imap_ca_file"):
             return Path(str(raw)).expanduser()
+        if name == "web_base_url":
+            url = str(raw).strip().rstrip("/")
+            if not _BASE_URL_RE.match(url):
+                raise ValueError
+            return url
+        if name == "web_trusted_proxies":
+            items = raw if isinstance(raw, list) else str(raw).split(",")
+            proxies = tuple(str(item).strip() for item in items if str(item).strip())
+            for proxy in proxies:
+                ipaddress.ip_network(proxy, strict=False)
+            return proxies
+        if name == "web_rate_limit":
+            rate = float(cast(Any, raw))
+            if not rate > 0:
+                raise ValueError
+            return rate
         if name == "imap_folders":
             items = raw if isinstance(raw, list) else str(raw).split(",")
             folders = tuple(str(item).strip() for item in items if str(item).strip())
@@ -134,6 +165,9 @@ def _convert(name: str, raw: object, where: str) -> object:
             "smtp_tls": "one of starttls, tls, none",
             "imap_tls": "one of starttls, tls, none",
             "imap_folders": "a comma-separated list of folder names",
+            "web_base_url": "an http(s) address like https://post.example.nl (no query, no fragment)",
+            "web_trusted_proxies": "a comma-separated list of IP addresses or networks",
+            "web_rate_limit": "a positive number of requests per minute",
         }.get(name, "a valid value")
         raise ConfigError(f"{where}: {raw!r} is not {expected}") from None
     return str(raw)

@@ -66,3 +66,7 @@ class SmtpError(OutreachError):
 
 class ImapError(OutreachError):
     """The IMAP server cannot be used: connection, TLS or login failure."""
+
+
+class ServeError(OutreachError):
+    """`outreach serve` cannot start: the address cannot be bound, the base URL is missing."""

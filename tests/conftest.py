@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.fixtures_letters",
     "tests.fixtures_sending",
     "tests.fixtures_tracking",
+    "tests.fixtures_web",
     "tests.browser",
 ]
 

@@ -13,7 +13,7 @@ import typer
 from outreach.cli.common import app_context, echo_json, err_console, new_typer
 from outreach.errors import UsageError
 from outreach.letters.approval import approval_status, record_rejection
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig, load_campaign, with_web_base_url
 from outreach.letters.review import (
     approve_campaign,
     check_campaign,
@@ -31,7 +31,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 
 
 def _campaign(ctx: typer.Context, slug: str) -> CampaignConfig:
-    return load_campaign(app_context(ctx).settings.templates, slug)
+    settings = app_context(ctx).settings
+    return with_web_base_url(load_campaign(settings.templates, slug), settings.web_base_url)
 
 
 @campaign_app.command("list")

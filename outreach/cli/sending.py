@@ -127,7 +127,7 @@ def send(
     and to run again; several senders may work one campaign together on PostgreSQL. Exits 0 when every
     delivery is sent or skipped, 1 otherwise.
     """
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign import load_campaign, with_web_base_url
 
     context = app_context(ctx)
     settings = context.settings
@@ -142,7 +142,7 @@ def send(
         outbox=outbox,
         ignore_window=ignore_window,
     )
-    config = load_campaign(settings.templates, campaign)
+    config = with_web_base_url(load_campaign(settings.templates, campaign), settings.web_base_url)
     engine = context.engine()
     confirm = None if (yes or dry_run) else _confirm(campaign)
     progress = _RichProgress() if not dry_run and err_console.is_terminal else None

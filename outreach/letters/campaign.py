@@ -8,6 +8,7 @@ letter is rendered.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -147,6 +148,7 @@ class CampaignConfig:
     griffie_copy_label: str = ""  # "de raadsleden": whom the griffie's separate copy was sent to
     signature: str = ""  # informational: who signs, shown by `campaign show`
     approvals: int = 1  # how many different people must approve before `send` (2: four eyes)
+    web_base_url: str | None = None  # settings' [web] base_url: {{ optin_url }}, default unsubscribe URL
 
     @property
     def toml_path(self) -> Path:
@@ -479,6 +481,19 @@ def parse_campaign(folder: Path, slug: str, data: dict[str, Any]) -> CampaignCon
         griffie_copy_label=label,
         signature=root.text("signature", "") or "",
         approvals=int(approvals),
+    )
+
+
+def with_web_base_url(campaign: CampaignConfig, base_url: str | None) -> CampaignConfig:
+    """The campaign as `outreach serve` at ``base_url`` answers it: ``{{ optin_url }}`` is
+    ``<base_url>/aanmelden/<token>`` and, unless campaign.toml sets ``[unsubscribe] url``, the
+    unsubscribe link (List-Unsubscribe, RFC 8058 one-click) is ``<base_url>/afmelden/<token>``."""
+    if not base_url:
+        return campaign
+    return dataclasses.replace(
+        campaign,
+        web_base_url=base_url,
+        unsubscribe_url=campaign.unsubscribe_url or base_url + "/afmelden/{{ token }}",
     )
 
 

@@ -440,6 +440,8 @@ class CampaignTemplates:
                 },
             ),
         }
+        if campaign.web_base_url:
+            context["optin_url"] = f"{campaign.web_base_url}/aanmelden/{token}"
         if self.unsubscribe_url is not None:
             context["unsubscribe_url"] = self._render(self.unsubscribe_url, context, recipient).strip()
         return context

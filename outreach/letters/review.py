@@ -20,7 +20,12 @@ from outreach.letters.approval import (
     record_approval,
     snapshot_folder,
 )
-from outreach.letters.campaign import CampaignConfig, list_campaign_slugs, load_campaign
+from outreach.letters.campaign import (
+    CampaignConfig,
+    list_campaign_slugs,
+    load_campaign,
+    with_web_base_url,
+)
 from outreach.letters.compose import ComposedLetter, LetterComposer
 from outreach.letters.ids import new_token
 from outreach.letters.render import Recipient, load_recipients
@@ -389,7 +394,7 @@ def approve_campaign(
     newer than what was rendered; a file that changes while the check runs voids the approval.
     """
     snapshot = snapshot_folder(campaign.folder)
-    campaign = load_campaign(campaign.folder.parent, campaign.slug)
+    campaign = with_web_base_url(load_campaign(campaign.folder.parent, campaign.slug), campaign.web_base_url)
     report = check_campaign(engine, campaign, now=now)
     refuse_unless_ready(campaign, report)
     changes = changes_since(snapshot.files, snapshot_folder(campaign.folder).files)

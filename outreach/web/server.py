@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+from types import FrameType
+
 import uvicorn
 from starlette.types import ASGIApp
+
+from outreach.errors import ServeError
 
 
 def server_config(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> uvicorn.Config:
@@ -23,7 +28,31 @@ def server_config(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> uv
     )
 
 
+class _Server(uvicorn.Server):
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn raises the signal again after a graceful shutdown; SIGINT would then end `outreach
+        # serve` with a KeyboardInterrupt traceback. A requested stop is a normal end: exit 0.
+        self._captured_signals.clear()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; ServeError names the address when it cannot be had."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def run_app(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve until SIGINT/SIGTERM; raises OSError when the address cannot be bound."""
-    server = uvicorn.Server(server_config(app, host, port))
-    server.run()
+    """Serve until SIGINT/SIGTERM; raises ServeError when the address cannot be bound."""
+    sock = bind(host, port)
+    try:
+        _Server(server_config(app, host, port)).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -1,0 +1,240 @@
+"""What the public pages read and record: the letter behind a token, opt-outs and opt-ins.
+
+The events are the tracker's own (outreach.tracking.events): kind ``opt-out``/``opt-in``, source ``web``,
+on the letter's delivery, so `outreach report`, `contacts export` and `contacts forget` treat them like
+any other. Every POST's writes happen in one transaction; a ``dedupe_key`` per letter and choice makes a
+repeated POST (a double click, a mail client that retries) change nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, and_, create_engine, select, update
+
+from outreach.letters.ids import is_token
+from outreach.models import DeliveryState, EventKind, utcnow
+from outreach.registry.keys import email_hash
+from outreach.tracking.events import (
+    CAMPAIGN,
+    CONTACT,
+    DELIVERY,
+    EVENT,
+    SKIP_REASONS,
+    SUPPRESSION,
+    insert_event,
+    skip_unsent,
+    suppress,
+)
+
+Scope = Literal["all", "campaign"]
+SOURCE = "web"
+# Delivery.skip_reason when someone opts out of one campaign only: its other letters to them stop.
+SKIP_CAMPAIGN = "opted out of this campaign"
+
+
+@dataclass(frozen=True)
+class Letter:
+    """The letter a token belongs to, as the pages need it."""
+
+    delivery_id: int
+    campaign_id: int
+    campaign_slug: str
+    campaign_name: str
+    contact_id: int | None  # None: the person was erased (`contacts forget`)
+    email_key: str | None
+    suppression: str | None  # reason the address is suppressed ("opt-out", "hard-bounce", ...), or None
+    campaign_opt_out: bool  # opted out of this campaign only, on the web
+    opted_in_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OptOutResult:
+    recorded: bool  # False: this choice was recorded before (a repeated POST)
+    suppressed: bool  # a new suppression of the address
+    skipped: int  # letters not yet sent that will not go out
+
+
+@dataclass(frozen=True)
+class OptInResult:
+    recorded: bool
+    lifted: bool  # an earlier opt-out was lifted (the person ticked that)
+    still_suppressed: str | None  # the suppression that stays, if any
+
+
+def reading_engine(engine: Engine) -> Engine:
+    """For the GET pages: on SQLite a plain connection that reads without outreach's BEGIN IMMEDIATE (the
+    write lock), so a page view never waits for a running send's commits."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    return create_engine(engine.url, connect_args={"check_same_thread": False, "timeout": 30})
+
+
+def dedupe_key(kind: str, delivery_id: int, choice: str) -> str:
+    return f"web:{kind}:{delivery_id}:{choice}"
+
+
+def find_letter(conn: Connection, token: str) -> Letter | None:
+    """The letter behind ``token``; None for anything that is not one of our tokens."""
+    token = token.lower()
+    if not is_token(token):
+        return None
+    row = conn.execute(
+        select(
+            DELIVERY.c.id,
+            DELIVERY.c.campaign_id,
+            DELIVERY.c.contact_id,
+            CAMPAIGN.c.slug,
+            CAMPAIGN.c.name,
+            CONTACT.c.email_key,
+            CONTACT.c.opted_in_at,
+        )
+        .select_from(
+            DELIVERY.join(CAMPAIGN, CAMPAIGN.c.id == DELIVERY.c.campaign_id).outerjoin(
+                CONTACT, CONTACT.c.id == DELIVERY.c.contact_id
+            )
+        )
+        .where(DELIVERY.c.token == token)
+    ).first()
+    if row is None:
+        return None
+    suppression = None
+    if row.email_key is not None:
+        suppression = conn.execute(
+            select(SUPPRESSION.c.reason).where(SUPPRESSION.c.key_hash == email_hash(row.email_key))
+        ).scalar()
+    campaign_opt_out = (
+        conn.execute(
+            select(EVENT.c.id).where(EVENT.c.dedupe_key == dedupe_key("opt-out", row.id, "campaign"))
+        ).first()
+        is not None
+    )
+    return Letter(
+        delivery_id=row.id,
+        campaign_id=row.campaign_id,
+        campaign_slug=row.slug,
+        campaign_name=row.name,
+        contact_id=row.contact_id,
+        email_key=row.email_key,
+        suppression=suppression,
+        campaign_opt_out=campaign_opt_out,
+        opted_in_at=row.opted_in_at,
+    )
+
+
+def load_letter(engine: Engine, token: str) -> Letter | None:
+    with engine.connect() as conn:
+        return find_letter(conn, token)
+
+
+def _event(letter: Letter, kind: EventKind, choice: str, text: str, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": kind.value,
+        "contact_id": letter.contact_id,
+        "delivery_id": letter.delivery_id,
+        "campaign_id": letter.campaign_id,
+        "occurred_at": now,
+        "recorded_at": now,
+        "source": SOURCE,
+        "text": text,
+        "dedupe_key": dedupe_key(kind.value, letter.delivery_id, choice),
+    }
+
+
+def record_opt_out(
+    engine: Engine, token: str, scope: Scope, *, one_click: bool = False, now: datetime | None = None
+) -> OptOutResult | None:
+    """Opt out the address of ``token``'s letter: of everything (``all``: the suppression and the skipped
+    letters of every campaign, as the tracker does) or of this campaign's remaining letters only. None
+    for an unknown token. An erased person has nothing left to opt out of: nothing is recorded."""
+    now = now or utcnow()
+    with engine.begin() as conn:
+        letter = find_letter(conn, token)
+        if letter is None:
+            return None
+        key = letter.email_key
+        if key is None:
+            return OptOutResult(recorded=False, suppressed=False, skipped=0)
+        how = "one-click (List-Unsubscribe-Post)" if one_click else "webpagina"
+        what = "alle post" if scope == "all" else f"alleen campagne {letter.campaign_slug}"
+        event_id = insert_event(
+            conn, _event(letter, EventKind.OPT_OUT, scope, f"afgemeld via {how}: {what}", now)
+        )
+        if event_id is None:
+            return OptOutResult(recorded=False, suppressed=False, skipped=0)
+        if scope == "all":
+            suppressed = suppress(conn, key, "opt-out", SOURCE, now)
+            skipped = skip_unsent(conn, key, SKIP_REASONS["opt-out"], now)
+            return OptOutResult(recorded=True, suppressed=suppressed, skipped=skipped)
+        contacts = select(CONTACT.c.id).where(CONTACT.c.email_key == key).scalar_subquery()
+        skipped = conn.execute(
+            update(DELIVERY)
+            .where(DELIVERY.c.campaign_id == letter.campaign_id)
+            .where(DELIVERY.c.contact_id.in_(contacts))
+            .where(DELIVERY.c.state.in_([DeliveryState.PENDING.value, DeliveryState.DEFERRED.value]))
+            .values(
+                state=DeliveryState.SKIPPED.value,
+                skip_reason=SKIP_CAMPAIGN,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        ).rowcount
+        return OptOutResult(recorded=True, suppressed=False, skipped=int(skipped or 0))
+
+
+def record_opt_in(
+    engine: Engine,
+    token: str,
+    *,
+    text_version: str,
+    topics: str,
+    lift_opt_out: bool,
+    now: datetime | None = None,
+) -> OptInResult | None:
+    """Record an opt-in with its proof: the time, the version of the text the person was shown, the
+    campaign (on the event). An earlier opt-out is lifted only when ``lift_opt_out`` (the person ticked
+    it); a hard bounce or an erasure never. None for an unknown token or an erased person."""
+    now = now or utcnow()
+    with engine.begin() as conn:
+        letter = find_letter(conn, token)
+        if letter is None or letter.email_key is None:
+            return None
+        key = letter.email_key
+        if letter.suppression == "opt-out" and not lift_opt_out:
+            # Their opt-out stands until they tick that it should not: nothing is recorded.
+            return OptInResult(recorded=False, lifted=False, still_suppressed=letter.suppression)
+        lift = letter.suppression == "opt-out"
+        text = f"aangemeld via webpagina; tekst {text_version}; campagne {letter.campaign_slug}"
+        if lift:
+            text += "; eerdere afmelding opgeheven"
+        choice = f"{text_version}:{'lift' if lift else 'keep'}"
+        values = _event(letter, EventKind.OPT_IN, choice, text, now) | {
+            "reference": f"optin-text:{text_version}"
+        }
+        event_id = insert_event(conn, values)
+        if event_id is None:
+            return OptInResult(recorded=False, lifted=False, still_suppressed=letter.suppression)
+        conn.execute(
+            update(CONTACT)
+            .where(CONTACT.c.email_key == key)
+            .values(opted_in_at=now, opt_in_topics=topics, updated_at=now)
+        )
+        if lift:
+            conn.execute(
+                SUPPRESSION.delete().where(
+                    and_(SUPPRESSION.c.key_hash == email_hash(key), SUPPRESSION.c.reason == "opt-out")
+                )
+            )
+        return OptInResult(recorded=True, lifted=lift, still_suppressed=None if lift else letter.suppression)
+
+
+def mask_email(address: str) -> str:
+    """``j.jansen@utrecht.nl`` → ``j.***@utrecht.nl``: enough for the person to recognise, too little
+    for anyone who sees the page over their shoulder or finds the link."""
+    local, _, domain = address.rpartition("@")
+    if not local:
+        return "***"
+    keep = local[0] + (local[1] if len(local) > 2 and local[1] in ".-_" else "")
+    return f"{keep}***@{domain}"
