@@ -33,6 +33,9 @@ Scope = Literal["all", "campaign"]
 SOURCE = "web"
 # Delivery.skip_reason when someone opts out of one campaign only: its other letters to them stop.
 SKIP_CAMPAIGN = "opted out of this campaign"
+# A held letter would be planned again (pending) after the next approval: it is skipped too, since no
+# suppression will stop it then.
+CAMPAIGN_UNSENT = [s.value for s in (DeliveryState.PENDING, DeliveryState.DEFERRED, DeliveryState.HELD)]
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def record_opt_out(
             update(DELIVERY)
             .where(DELIVERY.c.campaign_id == letter.campaign_id)
             .where(DELIVERY.c.contact_id.in_(contacts))
-            .where(DELIVERY.c.state.in_([DeliveryState.PENDING.value, DeliveryState.DEFERRED.value]))
+            .where(DELIVERY.c.state.in_(CAMPAIGN_UNSENT))
             .values(
                 state=DeliveryState.SKIPPED.value,
                 skip_reason=SKIP_CAMPAIGN,
