@@ -63,9 +63,9 @@ class PublicSite:
             try:
                 config: CampaignConfig = load_campaign(self.settings.templates, slug)
                 self._senders[slug] = Sender(config.from_name, config.reply_to)
-            except OutreachError as exc:
+            except OutreachError as exc:  # remembered too: one warning, not one per request
                 log.warning("campaign %s: folder not readable for the web pages: %s", slug, exc.message)
-                return Sender(ORGANISATION, None)
+                self._senders[slug] = Sender(ORGANISATION, None)
         return self._senders[slug]
 
     def limit(self, request: Request) -> None:
