@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,8 +12,11 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from outreach.cli.common import app_context, contacts_app, echo_json, err_console
+from outreach.cli.register import print_register
+from outreach.errors import UsageError
 from outreach.registry.bootstrap import initialise
 from outreach.registry.query import ContactView, address_label, list_contacts, role_label, show_contact
+from outreach.registry.register import is_register_export
 
 if TYPE_CHECKING:
     from outreach.registry.importer import ImportResult, ProgressCallback
@@ -69,7 +73,13 @@ def _progress_bar() -> Iterator[ProgressCallback]:
 
 def import_command(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The list: CSV (; , or tab; UTF-8 or Windows-1252) or XLSX.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="The list: CSV (; , or tab; UTF-8 or Windows-1252) or XLSX; or the government "
+            "register's exportOO.xml (told apart by content)."
+        ),
+    ],
     source: Annotated[
         str | None,
         typer.Option("--source", help="Provenance stored on each contact (default: the file name)."),
@@ -86,8 +96,24 @@ def import_command(
     sheet: Annotated[
         str | None, typer.Option("--sheet", help="The XLSX sheet to read (default: the first).")
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The summary as one JSON document on stdout.")
+    ] = False,
 ) -> None:
-    """Import a council list: new people are added, known ones updated, every row accounted for."""
+    """Import a council list or the government register's export: new people are added, known ones
+    updated, every row accounted for; a newer register export marks who left office."""
+    if _is_register_export(file):
+        for flag, value in (("--source", source), ("--rejects", rejects), ("--sheet", sheet)):
+            if value is not None:
+                raise UsageError(f"{flag} does not apply to a register export ({file})")
+        from outreach.registry.register_sync import import_register
+
+        outcome = import_register(app_context(ctx).engine(), file, dry_run=dry_run)
+        if as_json:
+            echo_json(outcome.as_json())
+        else:
+            print_register(outcome)
+        return
     engine = app_context(ctx).engine()
     with _progress_bar() as progress:
         from outreach.registry.importer import import_contacts  # email-validator, openpyxl
@@ -95,7 +121,26 @@ def import_command(
         result = import_contacts(
             engine, file, source=source, dry_run=dry_run, rejects_path=rejects, sheet=sheet, progress=progress
         )
-    _print_import(result)
+    if as_json:
+        echo_json(_import_json(result))
+    else:
+        _print_import(result)
+
+
+def _is_register_export(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64)
+    except OSError:
+        return False  # the CSV reader says what is wrong with the path
+    return is_register_export(head)
+
+
+def _import_json(result: ImportResult) -> dict[str, object]:
+    document = asdict(result)
+    document["rows_read"] = result.rows_read
+    document["kind"] = result.kind
+    return document
 
 
 def _print_import(result: ImportResult) -> None:

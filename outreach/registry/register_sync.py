@@ -1,0 +1,653 @@
+"""Importing the government register export into the registry, and re-syncing it after a change.
+
+Each office is identified by the register's id (``contact.register_id``). A first import adds every
+office holder of the 342 municipalities, with or without an e-mail address; importing a newer export
+updates each office:
+
+- **joined**: a register id not in the registry yet (or out of office there and listed again). A
+  hand-imported row of the same office (same address, municipality and role; or without an address in
+  the register, the same initials and surname) is taken over instead of adding a second row.
+- **changed**: name, party, term dates, marks (locoburgemeester, fractievoorzitter, waarnemend) or
+  address differ; each change is listed old -> new.
+- **left**: gone from the export, or an end date on or before today: ``term_end`` set, ``active``
+  false, so no audience includes them any more; the row stays (``contacts purge`` removes it later).
+- **unchanged**: the row is not touched.
+
+Addresses: the register wins when it changes the address it gave (``register_email`` remembers its
+last value); an address staff imported by hand stays while the register gives none, or keeps giving
+the one it gave before. Nothing is ever deleted. The whole import is one transaction; ``dry_run``
+classifies exactly the same and writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import SQLModel
+
+from outreach.errors import DatabaseError
+from outreach.models import Role, utcnow
+from outreach.registry.emails import AddressChecker, InvalidAddress
+from outreach.registry.keys import email_hash, email_key, office_key, register_key, sort_name
+from outreach.registry.register import Gemeente, Office, RegisterExport, person_key, read_export
+from outreach.registry.values import CONTROL_CHARS
+
+CONTACT = SQLModel.metadata.tables["contact"]
+MUNICIPALITY = SQLModel.metadata.tables["municipality"]
+SUPPRESSION = SQLModel.metadata.tables["suppression"]
+
+REGISTER_ROLES = (
+    Role.BURGEMEESTER.value,
+    Role.WETHOUDER.value,
+    Role.RAADSLID.value,
+    Role.GRIFFIER.value,
+    Role.GRIFFIE.value,
+)
+MAX_WETHOUDERS = 9
+VERIFIED_WITHIN = timedelta(days=365)
+_CHUNK = 500
+
+# Fields the register owns: what it says replaces what is stored (a party of None is "Geen").
+_OWNED = ("party", "term_start", "term_end", "waarnemend", "locoburgemeester", "fractievoorzitter")
+# Name parts: the register's value replaces the stored one; a part it does not give is kept.
+_NAMES = ("title", "voorletters", "voornaam", "tussenvoegsel", "achternaam", "aanspreekvorm")
+_LOADED = (
+    "id",
+    "register_id",
+    "municipality_id",
+    "role",
+    *_NAMES,
+    *_OWNED,
+    "email",
+    "email_normalized",
+    "register_email",
+    "active",
+    "office_key",
+)
+_EMAIL_FIELDS = ("email", "email_normalized", "email_key", "email_hash", "office_key")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One office that joined, left or changed, for the review table."""
+
+    kind: str  # "joined" | "left" | "changed"
+    municipality: str
+    cbs_code: str
+    role: str
+    name: str
+    register_id: str
+    fields: tuple[tuple[str, str, str], ...] = ()  # (field, old, new), for "changed"
+    note: str | None = None  # "took over a hand-imported row", "gone from the export", ...
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "municipality": self.municipality,
+            "cbs_code": self.cbs_code,
+            "role": self.role,
+            "name": self.name,
+            "register_id": self.register_id,
+            "changes": [{"field": f, "old": old, "new": new} for f, old, new in self.fields],
+            "note": self.note,
+        }
+
+
+@dataclass
+class RegisterResult:
+    """What a register import did (or, with ``dry_run``, would do)."""
+
+    path: Path
+    dry_run: bool
+    version: str | None
+    warnings: list[str]
+    gemeenten: int = 0  # active gemeenten matched to a municipality
+    joined: int = 0
+    left: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    without_email: int = 0  # offices in this export with no address in the registry
+    municipalities_updated: int = 0  # postal addresses stored or changed
+    changes: list[Change] = field(default_factory=list)
+    by_role: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    by_municipality: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    passed_over: Counter[str] = field(default_factory=Counter)  # reason -> entries
+    unknown_codes: list[str] = field(default_factory=list)
+    anomalies: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # municipality ->
+    sources: Counter[str] = field(default_factory=Counter)  # provenance -> offices
+    seconds: float = 0.0
+
+    def count(self, kind: str, role: str, municipality: str) -> None:
+        setattr(self, kind, getattr(self, kind) + 1)
+        self.by_role[role][kind] += 1
+        self.by_municipality[municipality][kind] += 1
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": str(self.path),
+            "kind": "register export",
+            "dry_run": self.dry_run,
+            "schema_version": self.version,
+            "warnings": self.warnings,
+            "gemeenten": self.gemeenten,
+            "joined": self.joined,
+            "left": self.left,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "without_email": self.without_email,
+            "municipality_addresses_updated": self.municipalities_updated,
+            "by_role": {k: dict(v) for k, v in sorted(self.by_role.items())},
+            "by_municipality": {k: dict(v) for k, v in sorted(self.by_municipality.items())},
+            "passed_over": dict(self.passed_over.most_common()),
+            "unknown_codes": self.unknown_codes,
+            "anomalies": {k: v for k, v in sorted(self.anomalies.items())},
+            "sources": dict(self.sources.most_common()),
+            "changes": [c.as_json() for c in self.changes],
+        }
+
+
+def import_register(
+    engine: Engine, path: Path, *, dry_run: bool = False, today: date | None = None
+) -> RegisterResult:
+    """Read ``path`` (streamed), then apply it in one transaction; see the module docstring."""
+    started = time.perf_counter()
+    today = today or date.today()
+    export = read_export(path, today=today)
+    result = RegisterResult(path=path, dry_run=dry_run, version=export.version, warnings=export.warnings)
+    _count_passed_over(export, result)
+    file_date = datetime.fromtimestamp(path.stat().st_mtime).date()
+    try:
+        with engine.connect() as conn, conn.begin() as tx:
+            if not conn.execute(select(func.count()).select_from(MUNICIPALITY)).scalar_one():
+                raise DatabaseError(
+                    "the registry has no municipalities yet", hint="run `outreach init` first"
+                )
+            _Sync(conn, result, today=today, file_date=file_date).run(export)
+            if dry_run:
+                tx.rollback()
+    except IntegrityError as exc:
+        raise DatabaseError(
+            f"{path}: another import changed the same contacts at the same time ({exc.orig})",
+            hint="run the import again",
+        ) from None
+    except OperationalError as exc:
+        raise DatabaseError(f"{path}: the database refused the import: {exc.orig}") from None
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _count_passed_over(export: RegisterExport, result: RegisterResult) -> None:
+    passed = export.passed_over
+    for kind, count in passed.bodies.items():
+        result.passed_over[f"other body: {kind}"] += count
+    if passed.ended_gemeenten:
+        result.passed_over["ended gemeente"] += len(passed.ended_gemeenten)
+    if passed.ended_gemeente_functies:
+        result.passed_over["office holder of an ended gemeente"] += passed.ended_gemeente_functies
+    for functie, count in passed.functies.items():
+        result.passed_over[f"functie not imported: {functie}"] += count
+    if passed.unmatched_marks:
+        result.passed_over["locoburgemeester/fractievoorzitter without another office"] += (
+            passed.unmatched_marks
+        )
+    if passed.unknown_codes:
+        result.passed_over["gemeente without a code"] += len(passed.unknown_codes)
+    result.unknown_codes.extend(passed.unknown_codes)
+
+
+def _display(office: Office | None, row: dict[str, Any] | None = None) -> str:
+    if office is not None:
+        return office.full_name
+    assert row is not None
+    parts = (row.get("voorletters") or row.get("voornaam"), row.get("tussenvoegsel"), row.get("achternaam"))
+    return " ".join(p for p in parts if p) or "(griffie)"
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+class _Sync:
+    def __init__(self, conn: Connection, result: RegisterResult, *, today: date, file_date: date) -> None:
+        self.conn = conn
+        self.result = result
+        self.today = today
+        self.file_date = file_date
+        self.now = utcnow()
+        self.addresses = AddressChecker()
+        self.inserts: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.retired: list[dict[str, Any]] = []  # written first: they free a register id
+        self.municipality_updates: list[dict[str, Any]] = []
+
+    # --- loading -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        conn = self.conn
+        self.municipalities = {
+            str(r.cbs_code): r
+            for r in conn.execute(
+                select(
+                    MUNICIPALITY.c.id,
+                    MUNICIPALITY.c.cbs_code,
+                    MUNICIPALITY.c.name,
+                    MUNICIPALITY.c.postal_address_line,
+                    MUNICIPALITY.c.postal_code,
+                    MUNICIPALITY.c.postal_city,
+                )
+            )
+        }
+        self.municipality_names = {int(r.id): str(r.name) for r in self.municipalities.values()}
+        self.municipality_codes = {int(r.id): str(r.cbs_code) for r in self.municipalities.values()}
+        columns = [CONTACT.c[name] for name in _LOADED]
+        self.registered: dict[str, dict[str, Any]] = {
+            str(r["register_id"]): dict(r)
+            for r in conn.execute(select(*columns).where(CONTACT.c.register_id.is_not(None))).mappings()
+        }
+        # Rows from council lists in the register's roles: offices the register may take over.
+        self.by_office_key: dict[str, dict[str, Any]] = {}
+        self.by_person: dict[tuple[int, str, str], list[dict[str, Any]]] = defaultdict(list)
+        unclaimed = select(*columns).where(
+            CONTACT.c.register_id.is_(None), CONTACT.c.role.in_(REGISTER_ROLES)
+        )
+        for r in conn.execute(unclaimed).mappings():
+            row = dict(r)
+            if row["office_key"]:
+                self.by_office_key[row["office_key"]] = row
+            if row["municipality_id"] is not None and row["email"]:
+                key = person_key(row["voorletters"], row["tussenvoegsel"], row["achternaam"])
+                self.by_person[(int(row["municipality_id"]), str(row["role"]), key)].append(row)
+        # Every office key in use among register rows too: an address the register moves to must be free.
+        for row in self.registered.values():
+            if row["office_key"]:
+                self.by_office_key.setdefault(row["office_key"], row)
+
+    def _forgotten(self, register_ids: Sequence[str]) -> set[str]:
+        """Register ids erased with `contacts forget register:ID`: passed over."""
+        hashes = {email_hash(register_key(rid)): rid for rid in register_ids}
+        found: set[str] = set()
+        keys = list(hashes)
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            for digest in self.conn.execute(
+                select(SUPPRESSION.c.key_hash).where(SUPPRESSION.c.key_hash.in_(chunk))
+            ).scalars():
+                found.add(hashes[str(digest)])
+        return found
+
+    # --- the sync --------------------------------------------------------------------------------
+
+    def run(self, export: RegisterExport) -> None:
+        self._load()
+        result = self.result
+        listed: dict[str, tuple[Gemeente, Office]] = {}
+        gemeenten: list[tuple[Gemeente, Any]] = []
+        for gemeente in export.gemeenten:
+            muni = self.municipalities.get(gemeente.cbs_code)
+            if muni is None:
+                result.unknown_codes.append(f"{gemeente.name} ({gemeente.cbs_code.lower()})")
+                result.passed_over["gemeente with a code outreach does not know"] += 1
+                continue
+            gemeenten.append((gemeente, muni))
+            for office in [*gemeente.offices, *_griffie_office(gemeente)]:
+                listed.setdefault(office.register_id, (gemeente, office))
+        forgotten = self._forgotten(list(listed))
+        seen: set[str] = set()
+        for gemeente, muni in gemeenten:
+            result.gemeenten += 1
+            self._municipality(gemeente, muni)
+            self._anomalies(gemeente, muni)
+            source = f"register export {(gemeente.mutated or self.file_date).isoformat()}"
+            for office in [*gemeente.offices, *_griffie_office(gemeente)]:
+                if office.register_id in seen or listed[office.register_id][0] is not gemeente:
+                    continue  # one id listed twice: the first entry counts
+                seen.add(office.register_id)
+                if office.register_id in forgotten:
+                    result.passed_over["erased earlier (contacts forget)"] += 1
+                    continue
+                self._office(office, int(muni.id), str(muni.name), source)
+        ended = {rid: end for g, _ in gemeenten for rid, end in g.ended.items() if rid not in seen}
+        self._left(seen, ended, {g.cbs_code: g for g, _ in gemeenten})
+        self._write()
+
+    def _office(self, office: Office, municipality_id: int, municipality: str, source: str) -> None:
+        result = self.result
+        if CONTROL_CHARS.search(office.full_name + (office.party or "") + (office.email or "")):
+            result.passed_over["control character in the entry"] += 1
+            result.anomalies[municipality].append(
+                f"{office.role} {office.full_name!r} (register id {office.register_id}): a control "
+                "character in the name, party or address: not imported"
+            )
+            return
+        email = self._checked_address(office, municipality)
+        existing = self.registered.get(office.register_id)
+        note = None
+        merged: list[tuple[str, str, str]] = []
+        if existing is None:
+            existing = self._take_over(office, municipality_id, email)
+            if existing is not None:
+                note = f"took over the hand-imported contact #{existing['id']}"
+        elif existing["email"] is None:
+            # Listed without an address, but staff have imported one for this person since: that row
+            # becomes the office (its address kept), the register's row without an address retires.
+            taken = self._take_over(office, municipality_id, email)
+            if taken is not None:
+                self._retire(existing, f"{source}: merged into contact #{taken['id']}")
+                merged = [("email", "-", f"{taken['email']} (imported by hand)")]
+                note = f"the hand-imported contact #{taken['id']} holds this office now"
+                existing = taken
+        if existing is None:
+            self._insert(office, municipality_id, municipality, email, source)
+            return
+        values, fields = self._changes(office, existing, email, municipality)
+        fields = merged + fields
+        kind = "changed" if fields else "unchanged"
+        if (note is not None and not merged) or not existing["active"]:
+            kind = "joined"
+        if values or note is not None or not existing["active"]:
+            values.update(register_id=office.register_id, register_email=email, active=True, source=source)
+            self.updates.append({"b_id": existing["id"], **values})
+            result.sources[source] += 1
+        result.count(kind, office.role, municipality)
+        if values.get("email", existing["email"]) is None:
+            result.without_email += 1
+        if kind != "unchanged":
+            result.changes.append(
+                Change(
+                    kind=kind,
+                    municipality=municipality,
+                    cbs_code=self.municipality_codes[municipality_id],
+                    role=office.role,
+                    name=_display(office),
+                    register_id=office.register_id,
+                    fields=tuple(fields),
+                    note=note or (None if existing["active"] else "back in office"),
+                )
+            )
+
+    def _checked_address(self, office: Office, municipality: str) -> str | None:
+        if office.email is None:
+            return None
+        try:
+            self.addresses.normalize(office.email)
+        except InvalidAddress as exc:
+            self.result.anomalies[municipality].append(
+                f"{office.role} {office.full_name}: invalid e-mail address {office.email!r} ({exc}): "
+                "stored without an address"
+            )
+            return None
+        return office.email
+
+    def _take_over(self, office: Office, municipality_id: int, email: str | None) -> dict[str, Any] | None:
+        """A hand-imported row of the same office: by address, else (one match only) by name."""
+        cbs = self.municipality_codes[municipality_id]
+        if email is not None:
+            row = self.by_office_key.get(
+                office_key(email_key(self.addresses.normalize(email)), cbs, office.role)
+            )
+            if row is not None and row["register_id"] is None:
+                self._claim(row)
+                return row
+        if office.role == Role.GRIFFIE.value:
+            return None
+        candidates = self.by_person.get((municipality_id, office.role, office.name_key), [])
+        if len(candidates) == 1 and candidates[0]["register_id"] is None:
+            row = candidates[0]
+            self._claim(row)
+            return row
+        return None
+
+    def _claim(self, row: dict[str, Any]) -> None:
+        row["register_id"] = "(taken)"
+        key = person_key(row["voorletters"], row["tussenvoegsel"], row["achternaam"])
+        if row["municipality_id"] is not None:
+            self.by_person.pop((int(row["municipality_id"]), str(row["role"]), key), None)
+
+    def _retire(self, row: dict[str, Any], source: str) -> None:
+        """A register row without an address whose office a hand-imported row now holds: kept, inactive."""
+        self.retired.append(
+            {
+                "b_id": row["id"],
+                "register_id": None,
+                "register_email": None,
+                "active": False,
+                "source": source,
+            }
+        )
+
+    def _changes(
+        self, office: Office, row: dict[str, Any], email: str | None, municipality: str
+    ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+        values: dict[str, Any] = {}
+        fields: list[tuple[str, str, str]] = []
+        for name in _NAMES:
+            new = getattr(office, name)
+            if new is not None and new != row[name]:
+                values[name] = new
+                fields.append((name, _text(row[name]), _text(new)))
+        for name in _OWNED:
+            new = getattr(office, name)
+            if new != (bool(row[name]) if isinstance(new, bool) else row[name]):
+                values[name] = new
+                fields.append((name, _text(row[name]), _text(new)))
+        if "achternaam" in values or "tussenvoegsel" in values:
+            values["sort_name"] = sort_name(
+                values.get("achternaam", row["achternaam"]), values.get("tussenvoegsel", row["tussenvoegsel"])
+            )
+        # The register wins when it changes the address it gave; otherwise the stored one stays (an
+        # address staff imported by hand, or the register's own).
+        if email is not None and email != row["register_email"] and email != row["email"]:
+            cbs = self.municipality_codes[int(row["municipality_id"])]
+            address = self._address(email, cbs, str(row["role"]))
+            holder = self.by_office_key.get(address["office_key"])
+            if holder is not None and holder["id"] != row["id"]:
+                self.result.anomalies[municipality].append(
+                    f"{office.role} {office.full_name}: the register's new address {email} is already held "
+                    f"by contact #{holder['id']}: kept {row['email'] or 'no address'}"
+                )
+            else:
+                values.update(address)
+                fields.append(("email", _text(row["email"]), email))
+                self.by_office_key[address["office_key"]] = row
+        if email != row["register_email"] and not fields and not values:
+            values["register_email"] = email  # bookkeeping only: the row itself is unchanged
+        return values, fields
+
+    def _address(self, email: str, cbs: str, role: str) -> dict[str, Any]:
+        normalized = self.addresses.normalize(email)
+        key = email_key(normalized)
+        return {
+            "email": email,
+            "email_normalized": normalized,
+            "email_key": key,
+            "email_hash": email_hash(key),
+            "office_key": office_key(key, cbs, role),
+        }
+
+    def _insert(
+        self, office: Office, municipality_id: int, municipality: str, email: str | None, source: str
+    ) -> None:
+        cbs = self.municipality_codes[municipality_id]
+        address = dict.fromkeys(_EMAIL_FIELDS)
+        if email is not None:
+            candidate = self._address(email, cbs, office.role)
+            holder = self.by_office_key.get(candidate["office_key"])
+            if holder is None:
+                address = candidate
+                self.by_office_key[candidate["office_key"]] = {"id": None, "register_id": office.register_id}
+            else:
+                self.result.anomalies[municipality].append(
+                    f"{office.role} {office.full_name}: address {email} is already held by another "
+                    "contact in the same office: stored without an address"
+                )
+        row = {
+            "municipality_id": municipality_id,
+            "role": office.role,
+            **address,
+            **{name: getattr(office, name) for name in (*_NAMES, *_OWNED)},
+            "sort_name": sort_name(office.achternaam, office.tussenvoegsel),
+            "source": source,
+            "imported_at": self.now,
+            "updated_at": self.now,
+            "active": True,
+            "register_id": office.register_id,
+            "register_email": email,
+            "portfolio": None,
+        }
+        self.inserts.append(row)
+        self.result.count("joined", office.role, municipality)
+        self.result.sources[source] += 1
+        if address["email"] is None:
+            self.result.without_email += 1
+        self.result.changes.append(
+            Change("joined", municipality, cbs, office.role, _display(office), office.register_id)
+        )
+
+    def _left(self, seen: set[str], ended: dict[str, date], gemeenten: dict[str, Gemeente]) -> None:
+        """Register rows in office that this export no longer lists, or lists with an end date passed.
+
+        The term end is the export's end date; for someone simply gone from the export, the date the
+        register's data on their gemeente last changed (or today), unless an earlier end is stored."""
+        self.result.passed_over["end date passed, never in the registry"] += sum(
+            1 for rid in ended if rid not in self.registered
+        )
+        if not self.result.passed_over["end date passed, never in the registry"]:
+            del self.result.passed_over["end date passed, never in the registry"]
+        for register_id, row in self.registered.items():
+            if register_id in seen or not row["active"] or row["register_id"] == "(taken)":
+                continue
+            if row["municipality_id"] is None:
+                continue
+            cbs = self.municipality_codes[int(row["municipality_id"])]
+            municipality = self.municipality_names[int(row["municipality_id"])]
+            gemeente = gemeenten.get(cbs)
+            mutated = gemeente.mutated if gemeente is not None else None
+            when = ended.get(register_id) or mutated or self.today
+            stored = row["term_end"]
+            term_end = stored if stored is not None and stored <= when else when
+            source = f"register export {(mutated or self.file_date).isoformat()}"
+            self.updates.append({"b_id": row["id"], "active": False, "term_end": term_end, "source": source})
+            self.result.count("left", str(row["role"]), municipality)
+            self.result.changes.append(
+                Change(
+                    "left",
+                    municipality,
+                    cbs,
+                    str(row["role"]),
+                    _display(None, row),
+                    register_id,
+                    note=("end date in the export" if register_id in ended else "gone from the export")
+                    + f", term end {term_end.isoformat()}",
+                )
+            )
+
+    def _municipality(self, gemeente: Gemeente, muni: Any) -> None:
+        new = (gemeente.postal_address_line, gemeente.postal_code, gemeente.postal_city)
+        old = (muni.postal_address_line, muni.postal_code, muni.postal_city)
+        if any(new) and new != old:
+            self.municipality_updates.append(
+                {"b_id": muni.id, "line": new[0], "code": new[1], "city": new[2]}
+            )
+            self.result.municipalities_updated += 1
+
+    def _anomalies(self, gemeente: Gemeente, muni: Any) -> None:
+        found = self.result.anomalies[str(muni.name)]
+        found.extend(gemeente.notes)
+        roles = Counter(o.role for o in gemeente.offices)
+        if roles[Role.BURGEMEESTER.value] > 1:
+            names = ", ".join(o.full_name for o in gemeente.offices if o.role == Role.BURGEMEESTER.value)
+            found.append(f"{roles[Role.BURGEMEESTER.value]} burgemeesters: {names}")
+        if roles[Role.WETHOUDER.value] > MAX_WETHOUDERS:
+            found.append(
+                f"{roles[Role.WETHOUDER.value]} wethouders (more than {MAX_WETHOUDERS}: stale entries?)"
+            )
+        for office in gemeente.offices:
+            if office.voorletters is None:
+                found.append(f"{office.role} {office.full_name!r}: a name without initials")
+        if gemeente.verified is not None and gemeente.verified < self.today - VERIFIED_WITHIN:
+            found.append(
+                f"the register's data was last verified on {gemeente.verified.isoformat()}, over a year ago"
+            )
+        if not found:
+            del self.result.anomalies[str(muni.name)]
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        if self.result.dry_run:
+            return
+        conn = self.conn
+        if self.retired:
+            conn.execute(
+                update(CONTACT)
+                .where(CONTACT.c.id == bindparam("b_id"))
+                .values(
+                    register_id=bindparam("register_id"),
+                    register_email=bindparam("register_email"),
+                    active=bindparam("active"),
+                    source=bindparam("source"),
+                    updated_at=self.now,
+                ),
+                self.retired,
+            )
+        if self.inserts:
+            conn.execute(insert(CONTACT), self.inserts)
+        # One UPDATE per set of columns (executemany needs the same parameters on every row).
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+        for row in self.updates:
+            groups[tuple(sorted(k for k in row if k != "b_id"))].append(row)
+        for columns, rows in groups.items():
+            statement = (
+                update(CONTACT)
+                .where(CONTACT.c.id == bindparam("b_id"))
+                .values({c: bindparam(c) for c in columns} | {"updated_at": self.now})
+            )
+            conn.execute(statement, rows)
+        if self.municipality_updates:
+            conn.execute(
+                update(MUNICIPALITY)
+                .where(MUNICIPALITY.c.id == bindparam("b_id"))
+                .values(
+                    postal_address_line=bindparam("line"),
+                    postal_code=bindparam("code"),
+                    postal_city=bindparam("city"),
+                ),
+                self.municipality_updates,
+            )
+
+
+def _griffie_office(gemeente: Gemeente) -> Iterable[Office]:
+    """The griffie's shared mailbox as an office of its own (role griffie, no person)."""
+    if gemeente.griffie_email is None:
+        return ()
+    return (
+        Office(
+            register_id=f"{gemeente.cbs_code}-griffie",
+            role=Role.GRIFFIE.value,
+            full_name=f"Griffie {gemeente.name.removeprefix('Gemeente ')}",
+            title=None,
+            voorletters=None,
+            voornaam=None,
+            tussenvoegsel=None,
+            achternaam=None,
+            aanspreekvorm=None,
+            party=None,
+            term_start=None,
+            term_end=None,
+            email=gemeente.griffie_email,
+        ),
+    )
