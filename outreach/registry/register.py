@@ -71,11 +71,8 @@ class Office:
     waarnemend: bool = False
     locoburgemeester: bool = False
     fractievoorzitter: bool = False
-
-    @property
-    def name_key(self) -> str:
-        """Who this is, for matching entries of one person within a gemeente: initials and surname."""
-        return person_key(self.voorletters, self.tussenvoegsel, self.achternaam)
+    # Who this is, for matching entries of one person within a gemeente: initials and surname.
+    name_key: str = ""
 
 
 def person_key(voorletters: str | None, tussenvoegsel: str | None, achternaam: str | None) -> str:
@@ -194,33 +191,39 @@ class _Reader:
         self.warnings: list[str] = []
         self.gemeenten: list[Gemeente] = []
         self.passed_over = PassedOver()
+        self.doc = _Doc("")
 
     def run(self, fh: IO[bytes]) -> None:
         # Depth of organisatie elements: only the outermost ones (direct bodies of the export) are
         # handled and freed; nested ones (onderdelen) are read as part of their body.
-        stack: list[ET.Element] = []
+        organisatie = organisaties = ""
+        containers: list[ET.Element] = []  # open <organisaties> elements: a body's parent
         depth = 0
         # Safe with the standard parser: expat >= 2.4 (Python 3.11 bundles 2.5) refuses entity-expansion
         # bombs, and ElementTree never fetches external entities or DTDs (Python docs, "XML
         # vulnerabilities"); defusedxml's parser would move every callback into Python.
         for event, element in ET.iterparse(fh, events=("start", "end")):  # noqa: S314
-            name = local(element.tag)
+            tag = element.tag
             if event == "start":
-                if not stack:
+                if not organisatie:
                     self._root(element)
-                stack.append(element)
-                if name == "organisatie":
+                    organisatie, organisaties = (
+                        self.doc.prefix + "organisatie",
+                        self.doc.prefix + "organisaties",
+                    )
+                elif tag == organisatie:
                     depth += 1
-                continue
-            stack.pop()
-            if name != "organisatie":
-                continue
-            depth -= 1
-            if depth == 0:
-                self._organisatie(element)
-                element.clear()
-                if stack:
-                    stack[-1].remove(element)
+                elif tag == organisaties:
+                    containers.append(element)
+            elif tag == organisatie:
+                depth -= 1
+                if depth == 0:
+                    self._organisatie(element)
+                    element.clear()
+                    if containers:
+                        containers[-1].remove(element)
+            elif tag == organisaties:
+                containers.pop()
 
     def _root(self, element: ET.Element) -> None:
         namespace = element.tag[1:].partition("}")[0] if element.tag.startswith("{") else ""
@@ -231,6 +234,7 @@ class _Reader:
                 hint="download the export: https://organisaties.overheid.nl/archive/exportOO.xml",
             )
         self.namespace = namespace
+        self.doc = _Doc(namespace)
         found = _VERSION.search(namespace)
         self.version = found.group(1) if found else None
         if self.version is None or not KNOWN_VERSIONS.match(self.version):
@@ -240,15 +244,17 @@ class _Reader:
             )
 
     def _organisatie(self, element: ET.Element) -> None:
-        types = [fold(t.text or "") for t in _path(element, "types", "type")]
-        name = _text(element, "naam") or "(no name)"
+        types = [fold(t.text or "") for t in self.doc.path(element, "types", "type")]
+        name = self.doc.text(element, "naam") or "(no name)"
         if "gemeente" not in types:
-            self.passed_over.bodies[_type_label(element)] += 1
+            self.passed_over.bodies[self.doc.type_label(element)] += 1
             return
-        code = _code(element)
-        ended = _date(_text(element, "eindDatum"))
+        code = self.doc.code(element)
+        ended = _date(self.doc.text(element, "eindDatum"))
         offices = [
-            m for f in _path(element, "functies", "functie") for m in _path(f, "medewerkers", "medewerker")
+            m
+            for f in self.doc.path(element, "functies", "functie")
+            for m in self.doc.path(f, "medewerkers", "medewerker")
         ]
         if ended is not None and ended <= self.today:
             self.passed_over.ended_gemeenten.append(
@@ -262,21 +268,25 @@ class _Reader:
         self.gemeenten.append(self._gemeente(element, name, code))
 
     def _gemeente(self, element: ET.Element, name: str, code: str) -> Gemeente:
-        line, postcode, city = _postal_address(element)
+        line, postcode, city = self.doc.postal_address(element)
         notes: list[str] = []
         offices: list[Office] = []
         ended: dict[str, date] = {}
         marks: list[tuple[str, Office]] = []
         griffie_email: str | None = None
-        functies = list(_path(element, "functies", "functie"))
-        griffies = [o for o in _onderdelen(element) if fold(_text(o, "naam") or "").startswith("griffie")]
+        functies = list(self.doc.path(element, "functies", "functie"))
+        griffies = [
+            o
+            for o in self.doc.onderdelen(element)
+            if fold(self.doc.text(o, "naam") or "").startswith("griffie")
+        ]
         for onderdeel in griffies:
-            functies.extend(_path(onderdeel, "functies", "functie"))
-            griffie_email = griffie_email or _first_email(onderdeel)
+            functies.extend(self.doc.path(onderdeel, "functies", "functie"))
+            griffie_email = griffie_email or self.doc.first_email(onderdeel)
         for functie in functies:
-            functie_name = _text(functie, "naam") or ""
+            functie_name = self.doc.text(functie, "naam") or ""
             role, waarnemend, mark = functie_kind(functie_name)
-            for medewerker in _path(functie, "medewerkers", "medewerker"):
+            for medewerker in self.doc.path(functie, "medewerkers", "medewerker"):
                 if role is None and mark is None:
                     self.passed_over.functies[functie_name or "(no name)"] += 1
                     continue
@@ -289,16 +299,20 @@ class _Reader:
                 if mark is not None:
                     marks.append((mark, office))
                     continue
-                if office.role == Role.GRIFFIER.value and office.email and _is_griffie_mailbox(medewerker):
+                if (
+                    office.role == Role.GRIFFIER.value
+                    and office.email
+                    and self.doc.is_griffie_mailbox(medewerker)
+                ):
                     griffie_email = griffie_email or office.email
                 offices.append(office)
         offices = self._apply_marks(offices, marks, name, notes)
         return Gemeente(
             cbs_code=code.upper(),
             name=name,
-            register_id=_attribute(element, "systeemId"),
-            mutated=_date(_text(element, "datumMutatie")),
-            verified=_date(_text(element, "datumTerVerificatie")),
+            register_id=self.doc.attribute(element, "systeemId"),
+            mutated=_date(self.doc.text(element, "datumMutatie")),
+            verified=_date(self.doc.text(element, "datumTerVerificatie")),
             postal_address_line=line,
             postal_code=postcode,
             postal_city=city,
@@ -309,15 +323,16 @@ class _Reader:
         )
 
     def _office(self, medewerker: ET.Element, role: str, waarnemend: bool, functie: str) -> Office | None:
-        register_id = _attribute(medewerker, "systeemId")
-        full_name = " ".join((_text(medewerker, "naam") or "").split())
+        register_id = self.doc.attribute(medewerker, "systeemId")
+        full_name = " ".join((self.doc.text(medewerker, "naam") or "").split())
         if register_id is None or not full_name:
             self.passed_over.functies[f"{functie} (entry without id or name)"] += 1
             return None
-        rollen = {fold(r.text or "") for r in _path(medewerker, "rollen", "rol")}
+        rollen = {fold(r.text or "") for r in self.doc.path(medewerker, "rollen", "rol")}
         parts = split_full_name(full_name)
-        party = _text(medewerker, "partijLidmaatschap")
+        party = self.doc.text(medewerker, "partijLidmaatschap")
         return Office(
+            name_key=person_key(parts.voorletters, parts.tussenvoegsel, parts.achternaam),
             register_id=register_id,
             role=role,
             full_name=full_name,
@@ -328,9 +343,9 @@ class _Reader:
             achternaam=parts.achternaam,
             aanspreekvorm=parts.aanspreekvorm,
             party=None if party is None or fold(party) in ("geen", "") else party,
-            term_start=_date(_text(medewerker, "startDatum")),
-            term_end=_date(_text(medewerker, "eindDatum")),
-            email=_first_email(medewerker),
+            term_start=_date(self.doc.text(medewerker, "startDatum")),
+            term_end=_date(self.doc.text(medewerker, "eindDatum")),
+            email=self.doc.first_email(medewerker),
             waarnemend=waarnemend or "waarnemend" in rollen,
         )
 
@@ -369,32 +384,101 @@ def _replace(office: Office, **changes: object) -> Office:
 # --- element helpers ------------------------------------------------------------------------------
 
 
-def _children(element: ET.Element, name: str) -> Iterator[ET.Element]:
-    for child in element:
-        if local(child.tag) == name:
-            yield child
+class _Doc:
+    """Children, texts and attributes by local name in the document's namespace (the root's: every
+    element and attribute of the export is in it). Plain-tag ``find``/``findall`` run in C."""
 
+    def __init__(self, namespace: str) -> None:
+        self.prefix = f"{{{namespace}}}" if namespace else ""
 
-def _path(element: ET.Element, *names: str) -> Iterator[ET.Element]:
-    """Children by a path of local names: _path(org, "functies", "functie")."""
-    current = [element]
-    for name in names:
-        current = [child for parent in current for child in _children(parent, name)]
-    yield from current
+    def children(self, element: ET.Element, name: str) -> list[ET.Element]:
+        return element.findall(self.prefix + name)
 
+    def path(self, element: ET.Element, *names: str) -> list[ET.Element]:
+        """Children by a path of local names: path(org, "functies", "functie")."""
+        current = [element]
+        for name in names:
+            tag = self.prefix + name
+            current = [child for parent in current for child in parent.findall(tag)]
+        return current
 
-def _text(element: ET.Element, name: str) -> str | None:
-    for child in _children(element, name):
-        text = " ".join((child.text or "").split())
-        return text or None
-    return None
+    def text(self, element: ET.Element, name: str) -> str | None:
+        child = element.find(self.prefix + name)
+        if child is None or not child.text:
+            return None
+        return " ".join(child.text.split()) or None
 
+    def attribute(self, element: ET.Element, name: str) -> str | None:
+        value = element.get(self.prefix + name) or element.get(name)
+        return value.strip() or None if value is not None else None
 
-def _attribute(element: ET.Element, name: str) -> str | None:
-    for key, value in element.attrib.items():
-        if local(key) == name:
-            return value.strip() or None
-    return None
+    def type_label(self, element: ET.Element) -> str:
+        types = [t.text.strip() for t in self.path(element, "types", "type") if t.text and t.text.strip()]
+        return types[0] if types else "(no type)"
+
+    def code(self, element: ET.Element) -> str | None:
+        """ "gm0193" from the Organisatiecode, else from the TOOI id (attribute or identificatiecode)."""
+        tooi: list[str] = []
+        for identifier in self.path(element, "identificatiecodes", "resourceIdentifier"):
+            kind = fold(self.attribute(identifier, "naam") or "")
+            value = (identifier.text or "").strip()
+            if kind == "organisatiecode" and _ORGANISATIECODE.match(value):
+                return value.lower()
+            if "tooi" in kind:
+                tooi.append(value)
+        attribute = self.attribute(element, "resourceIdentifierTOOI")
+        for candidate in (*tooi, attribute or ""):
+            found = _TOOI_CODE.search(candidate.strip())
+            if found:
+                return found.group(1).lower()
+        return None
+
+    def onderdelen(self, element: ET.Element) -> Iterator[ET.Element]:
+        """Nested organisaties (onderdelen) at any depth."""
+        for nested in self.path(element, "organisaties", "organisatie"):
+            yield nested
+            yield from self.onderdelen(nested)
+
+    def postal_address(self, element: ET.Element) -> tuple[str | None, str | None, str | None]:
+        """(address line, postcode, city) of the Postadres; the Bezoekadres when there is no Postadres."""
+        found: dict[str, ET.Element] = {}
+        for each in self.path(element, "adressen", "adres"):
+            found.setdefault(fold(self.text(each, "adresType") or ""), each)
+        chosen = found.get("postadres")
+        adres = chosen if chosen is not None else found.get("bezoekadres")
+        if adres is None:
+            return None, None, None
+        postbus = self.text(adres, "postbus")
+        if postbus:
+            line: str | None = f"Postbus {postbus}"
+        else:
+            number = " ".join(
+                p
+                for p in (
+                    self.text(adres, "huisnummer"),
+                    self.text(adres, "huisletter"),
+                    self.text(adres, "huisnummertoevoeging"),
+                )
+                if p
+            )
+            line = " ".join(p for p in (self.text(adres, "openbareRuimte"), number) if p) or None
+        return line, self.text(adres, "postcode"), self.text(adres, "woonplaats")
+
+    def first_email(self, element: ET.Element) -> str | None:
+        for email in self.path(element, "contact", "emailadressen", "emailadres", "email"):
+            address = decode_address((email.text or "").strip())
+            if address:
+                return address
+        return None
+
+    def is_griffie_mailbox(self, medewerker: ET.Element) -> bool:
+        """The raadsgriffier's entry names the griffie's shared mailbox (label "griffie" or an address
+        griffie@...), not the griffier's own."""
+        for emailadres in self.path(medewerker, "contact", "emailadressen", "emailadres"):
+            address = decode_address(self.text(emailadres, "email") or "") or ""
+            if fold(self.text(emailadres, "label") or "") == "griffie" or fold(address).startswith("griffie"):
+                return True
+        return False
 
 
 def _date(text: str | None) -> date | None:
@@ -404,81 +488,6 @@ def _date(text: str | None) -> date | None:
         return date.fromisoformat(text[:10])
     except ValueError:
         return None
-
-
-def _type_label(element: ET.Element) -> str:
-    types = [t.text.strip() for t in _path(element, "types", "type") if t.text and t.text.strip()]
-    return types[0] if types else "(no type)"
-
-
-def _code(element: ET.Element) -> str | None:
-    """ "gm0193" from the Organisatiecode, else from the TOOI id (attribute or identificatiecode)."""
-    tooi: list[str] = []
-    for identifier in _path(element, "identificatiecodes", "resourceIdentifier"):
-        kind = fold(_attribute(identifier, "naam") or "")
-        value = (identifier.text or "").strip()
-        if kind == "organisatiecode" and _ORGANISATIECODE.match(value):
-            return value.lower()
-        if "tooi" in kind:
-            tooi.append(value)
-    attribute = _attribute(element, "resourceIdentifierTOOI")
-    for candidate in (*tooi, attribute or ""):
-        found = _TOOI_CODE.search(candidate.strip())
-        if found:
-            return found.group(1).lower()
-    return None
-
-
-def _onderdelen(element: ET.Element) -> Iterator[ET.Element]:
-    """Nested organisaties (onderdelen) at any depth."""
-    for nested in _path(element, "organisaties", "organisatie"):
-        yield nested
-        yield from _onderdelen(nested)
-
-
-def _postal_address(element: ET.Element) -> tuple[str | None, str | None, str | None]:
-    """(address line, postcode, city) of the Postadres; the Bezoekadres when there is no Postadres."""
-    found: dict[str, ET.Element] = {}
-    for each in _path(element, "adressen", "adres"):
-        found.setdefault(fold(_text(each, "adresType") or ""), each)
-    chosen = found.get("postadres")
-    adres = chosen if chosen is not None else found.get("bezoekadres")
-    if adres is None:
-        return None, None, None
-    postbus = _text(adres, "postbus")
-    if postbus:
-        line: str | None = f"Postbus {postbus}"
-    else:
-        number = " ".join(
-            p
-            for p in (
-                _text(adres, "huisnummer"),
-                _text(adres, "huisletter"),
-                _text(adres, "huisnummertoevoeging"),
-            )
-            if p
-        )
-        street = " ".join(p for p in (_text(adres, "openbareRuimte"), number) if p)
-        line = street or None
-    return line, _text(adres, "postcode"), _text(adres, "woonplaats")
-
-
-def _first_email(element: ET.Element) -> str | None:
-    for email in _path(element, "contact", "emailadressen", "emailadres", "email"):
-        address = decode_address((email.text or "").strip())
-        if address:
-            return address
-    return None
-
-
-def _is_griffie_mailbox(medewerker: ET.Element) -> bool:
-    """The raadsgriffier's entry names the griffie's shared mailbox (label "griffie" or an address
-    griffie@...), not the griffier's own."""
-    for emailadres in _path(medewerker, "contact", "emailadressen", "emailadres"):
-        address = decode_address(_text(emailadres, "email") or "") or ""
-        if fold(_text(emailadres, "label") or "") == "griffie" or fold(address).startswith("griffie"):
-            return True
-    return False
 
 
 def decode_address(text: str) -> str | None:
