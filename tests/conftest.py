@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures_sending",
     "tests.fixtures_tracking",
     "tests.fixtures_web",
+    "tests.fixtures_review",
     "tests.browser",
 ]
 

@@ -16,7 +16,7 @@ from outreach.review.checked import CheckedCampaign
 # The overview lists at most this many failures and unreachable addresses one by one (with a count of
 # the rest); the recipients page, filtered to problems, lists them all.
 LISTED = 100
-NO_PARTY = "(geen partij)"
+NO_PARTY = "(no party)"
 
 
 @dataclass(frozen=True)
