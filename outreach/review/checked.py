@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar, cast
 
 from sqlalchemy import Engine, func, select
 
@@ -28,6 +30,7 @@ from outreach.registry.keys import fold
 FAILED, SUPPRESSED, INVALID = "failed", "suppressed", "invalid"
 
 RegistryMark = tuple[object, ...]
+T = TypeVar("T")
 
 
 def registry_mark(engine: Engine) -> RegistryMark:
@@ -63,6 +66,8 @@ class CheckedCampaign:
     problems: dict[int, Problem] = field(default_factory=dict)  # contact id -> problem
     position: dict[int, int] = field(default_factory=dict)  # contact id -> index in recipients
     search_keys: list[str] = field(default_factory=list)  # folded "name address", as recipients
+    # What pages derive from the check alone (counts, filter options), computed once per check.
+    memo: dict[str, object] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -79,6 +84,12 @@ class CheckedCampaign:
         for failure in self.report.failures:
             if failure.contact_id is not None:
                 self.problems[failure.contact_id] = Problem(FAILED, failure.problem)
+
+    def remember(self, key: str, compute: Callable[[], T]) -> T:
+        """``compute()``, once per check: the result depends on nothing but this check."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return cast(T, self.memo[key])
 
     def recipient(self, contact_id: int) -> Recipient | None:
         index = self.position.get(contact_id)

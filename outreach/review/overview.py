@@ -109,10 +109,21 @@ def file_changes(
     return changes
 
 
-def build_overview(engine: Engine, checked: CheckedCampaign) -> Overview:
+@dataclass(frozen=True)
+class _Counts:
+    """The part of the overview that depends on the check alone, computed once per check."""
+
+    by_role: list[tuple[str, int]]
+    by_province: list[tuple[str, int]]
+    by_party: list[tuple[str, int]]
+    municipalities: int
+    unsendable: list[Unsendable]
+    unsendable_total: int
+    failure_summary: list[tuple[str, int]]
+
+
+def _count(checked: CheckedCampaign) -> _Counts:
     recipients = checked.recipients
-    report = checked.report
-    status = approval_status(engine, checked.campaign, files=checked.snapshot.files)
     unsendable = [
         Unsendable(
             r.contact_id,
@@ -123,18 +134,32 @@ def build_overview(engine: Engine, checked: CheckedCampaign) -> Overview:
         for r in recipients
         if not r.sendable
     ]
-    overview = Overview(
-        checked=checked,
-        status=status,
-        settings=_settings(checked),
+    return _Counts(
         by_role=_counts([r.role for r in recipients]),
         by_province=_counts([r.province or "(unknown)" for r in recipients]),
         by_party=_counts([r.party or NO_PARTY for r in recipients]),
         municipalities=len({r.municipality_id for r in recipients}),
-        failures=report.failures[:LISTED],
-        failure_summary=report.failure_summary(),
         unsendable=unsendable[:LISTED],
         unsendable_total=len(unsendable),
+        failure_summary=checked.report.failure_summary(),
+    )
+
+
+def build_overview(engine: Engine, checked: CheckedCampaign) -> Overview:
+    counts = checked.remember("overview_counts", lambda: _count(checked))
+    status = approval_status(engine, checked.campaign, files=checked.snapshot.files)
+    overview = Overview(
+        checked=checked,
+        status=status,
+        settings=_settings(checked),
+        by_role=counts.by_role,
+        by_province=counts.by_province,
+        by_party=counts.by_party,
+        municipalities=counts.municipalities,
+        failures=checked.report.failures[:LISTED],
+        failure_summary=counts.failure_summary,
+        unsendable=counts.unsendable,
+        unsendable_total=counts.unsendable_total,
     )
     # What changed since the decision the reviewer needs to compare with: the last approval when the
     # folder changed since, or the rejection a new version answers.

@@ -96,6 +96,10 @@ def recipient_page(
 
 
 def filter_options(checked: CheckedCampaign) -> Options:
+    return checked.remember("filter_options", lambda: _options(checked))
+
+
+def _options(checked: CheckedCampaign) -> Options:
     recipients = checked.recipients
     municipalities = {r.cbs_code: r.municipality or r.cbs_code for r in recipients if r.cbs_code}
     return Options(
