@@ -147,8 +147,8 @@ def main() -> None:
         " SQLite, `flock /tmp/bench.lock python -m bench.review_bench`"
         f" (`--recipients {args.recipients}`, {suppressed} suppressed, `--repeat {args.repeat}`);"
         f" load average {load:.1f} on {os.cpu_count()} cores. Real HTTP to uvicorn on 127.0.0.1 with a"
-        " keep-alive client; median and slowest of the repeats, and the CPU time of the process per request (server and"
-        " client together; what a loaded machine does not inflate).",
+        " keep-alive client; median and slowest of the repeats, and the CPU time of the process per"
+        " request (server and client together; what a loaded machine does not inflate).",
         "",
         "| request | median | slowest | CPU per request | target |",
         "|---|---|---|---|---|",
