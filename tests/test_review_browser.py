@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from selenium import webdriver
@@ -70,7 +71,7 @@ def test_filter_open_step_and_approve_then_send_accepts(
 
 
 class _Probe(BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
         _Probe.hits.append(self.path)
@@ -103,7 +104,8 @@ def test_the_letter_frame_runs_no_script_and_loads_nothing_remote(
     hostile = (
         f'<img id="pixel" src="{probe}/pixel.png" alt="">'
         f'<link rel="stylesheet" href="{probe}/style.css">'
-        "<script>document.body.setAttribute('data-ran', 'yes'); parent.document.title = 'script ran';</script>"
+        "<script>document.body.setAttribute('data-ran', 'yes');"
+        " parent.document.title = 'script ran';</script>"
     )
     html.write_text(
         html.read_text(encoding="utf-8").replace("</body>", hostile + "</body>"), encoding="utf-8"
