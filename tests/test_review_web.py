@@ -222,7 +222,7 @@ def test_a_template_changed_after_approval_is_shown_and_refused_by_send(
         )
         overview = client.get("/").text
     assert ">Changed<" in overview
-    assert "Changed since Anna approved it on" in overview
+    assert "What changed since Anna approved it on" in overview
     assert "<code>brief.txt.j2</code> changed" in overview
     assert '<span class="add">+PS Een zin die niemand zag.</span>' in overview
     error = send_dry_run(site, tmp_path)
