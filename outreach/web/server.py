@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
@@ -29,6 +30,13 @@ def server_config(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> uv
 
 
 class _Server(uvicorn.Server):
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         # uvicorn raises the signal again after a graceful shutdown; SIGINT would then end `outreach
@@ -49,10 +57,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_app(app: ASGIApp, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve until SIGINT/SIGTERM; raises ServeError when the address cannot be bound."""
-    sock = bind(host, port)
+def run_app(
+    app: ASGIApp,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    sock: socket.socket | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM; raises ServeError when the address cannot be bound. ``sock``: a
+    socket from ``bind`` (to learn the port of port 0 first); ``on_started``: called once it accepts."""
+    sock = sock or bind(host, port)
+    server = _Server(server_config(app, host, port))
+    server.on_started = on_started
     try:
-        _Server(server_config(app, host, port)).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         sock.close()
