@@ -196,7 +196,9 @@ def _send_failure(conn: Connection, exc: BaseException) -> None:
     if isinstance(exc, OutreachError):
         failure = _Failure(type(exc), exc.message, exc.hint)
     elif isinstance(exc, SQLAlchemyError):
-        failure = _Failure(DatabaseError, f"cannot read the recipients: {exc}", None)
+        from outreach.sending.failures import reason
+
+        failure = _Failure(DatabaseError, f"cannot read the recipients: {reason(exc)}", None)
     else:
         text = "".join(traceback.format_exception(exc)).rstrip()
         failure = _Failure(None, f"the letter-composing process failed:\n{text}", None)

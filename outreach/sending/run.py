@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -44,7 +45,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from outreach.config import Settings
-from outreach.errors import DatabaseError, OutreachError, SmtpError, UsageError
+from outreach.errors import OutreachError, SmtpError, UsageError
 from outreach.models import utcnow
 from outreach.sending.claim import (
     DEFERRED,
@@ -64,6 +65,7 @@ from outreach.sending.claim import (
 )
 from outreach.sending.classify import Classification, Verdict, classify_smtp_error
 from outreach.sending.composer import ComposerProcess
+from outreach.sending.failures import database_failure
 from outreach.sending.jobs import Job, LetterSource
 from outreach.sending.plan import RENDER_FAILED, PlanResult, plan_deliveries
 from outreach.sending.smtp import ConnectFailedError, ConnectionLostError, SmtpConnection, SmtpReplyError
@@ -72,6 +74,9 @@ from outreach.sending.writer import StateWriter, Transition, WriterFailedError
 
 log = logging.getLogger(__name__)
 
+
+#: What a database that goes away, locks up or refuses writes raises during a send.
+DATABASE_FAILURES = (SQLAlchemyError, WriterFailedError)
 
 #: From this many due letters on, letters are composed in a process of their own (its start-up, about a
 #: second of CPU on the other core, then pays for itself).
@@ -202,8 +207,25 @@ def run_send(
     ``campaign`` is a ``CampaignConfig``. Checks the approval, plans, settles what dead workers left,
     asks ``confirm(due)`` when given, then sends. ``notify(line)`` tells the user at once what a Ctrl-C
     does (default: the log). Raises ``OutreachError`` for problems that stop the
-    run before or while sending (not approved, authentication, TLS); a summary otherwise.
+    run before or while sending (not approved, authentication, TLS, the database); a summary otherwise.
     """
+    try:
+        return _run_send(engine, settings, campaign, options, confirm, progress, letters, audience, notify)
+    except DATABASE_FAILURES as exc:  # one line for the user, whichever step met it
+        raise database_failure(exc) from exc
+
+
+def _run_send(
+    engine: Engine,
+    settings: Settings,
+    campaign: Any,
+    options: SendOptions,
+    confirm: Callable[[int], bool] | None,
+    progress: Progress | None,
+    letters: LetterSource | None,
+    audience: Any,
+    notify: Callable[[str], None] | None,
+) -> SendSummary:
     from outreach.letters.approval import require_approval
 
     require_approval(engine, campaign)
@@ -250,10 +272,9 @@ def run_send(
             sys.setswitchinterval(min(switch_interval, 0.001))
             asyncio.run(sender.run())
         finally:
+            # No database work here: a second failure (the database is gone) would hide the first.
             gc.unfreeze()
             sys.setswitchinterval(switch_interval)
-            summary.elapsed = time.perf_counter() - started
-            summary.counts, summary.elsewhere = delivery_counts(engine, campaign_id, worker=summary.worker)
         if sender.fatal is not None:
             raise sender.fatal
     summary.elapsed = time.perf_counter() - started
@@ -497,8 +518,8 @@ class _Sender:
             for result in results:
                 if isinstance(result, _Stop):
                     self.fatal = self.fatal or result.error
-                elif isinstance(result, WriterFailedError):
-                    self.fatal = self.fatal or DatabaseError(str(result))
+                elif isinstance(result, DATABASE_FAILURES):
+                    self.fatal = self.fatal or database_failure(result)
                 elif isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                     raise result
             self.stop()
@@ -532,15 +553,22 @@ class _Sender:
             # First: a claim the composer is making now must be committed before the claims are given back.
             await asyncio.to_thread(self.composer.close)
         writer = self.writer
-        if writer.error is None:
-            try:
+        try:
+            if writer.error is None:
                 await writer.flush()
                 await asyncio.to_thread(self._requeue_not_handed_over)
                 self.summary.unknown += await asyncio.to_thread(self._mark_own_sending_unknown)
                 await writer.release(None)
-            except WriterFailedError:
-                pass
-        await writer.close()
+        except DATABASE_FAILURES as exc:
+            # Rows left ``sending`` or claimed are settled by the next run (recover_abandoned).
+            if self.fatal is None:
+                self.fatal = database_failure(exc)
+        finally:
+            try:
+                await writer.close()
+            except DATABASE_FAILURES as exc:
+                if self.fatal is None:
+                    self.fatal = database_failure(exc)
 
     def _requeue_not_handed_over(self) -> None:
         """Letters stopped before their body was written go back as they were: the server cannot have
@@ -646,6 +674,10 @@ class _Sender:
             if self.fatal is None:
                 self.fatal = exc
             self.stop(exc.message)
+        except DATABASE_FAILURES as exc:  # a claim or the recovery of dead senders' rows
+            if self.fatal is None:
+                self.fatal = database_failure(exc)
+            self.stop(self.fatal.message)
         finally:
             self._producer_done = True
             self._changed.set()
