@@ -194,15 +194,20 @@ def test_ctrl_c_with_nothing_in_flight_stops_at_once(
     listener = socket.socket()  # accepts connections and never greets: every slot is still connecting
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
+    listener.settimeout(30)
+    accepted: list[socket.socket] = []
     try:
         process = start_sender(db_url, listener.getsockname()[1], "--concurrency", "2", timeout=30)
-        time.sleep(1.5)
+        while len(accepted) < 2:  # both slots are waiting for a greeting
+            accepted.append(listener.accept()[0])
         signalled = time.monotonic()
         process.send_signal(signal.SIGINT)
         assert read_stderr_line(process, timeout=2) == "Stopping: no letter in flight.\n"
         process.communicate(timeout=15)
         assert time.monotonic() - signalled < 8
     finally:
+        for conn in accepted:
+            conn.close()
         listener.close()
     assert {s for s, _ in states(engine).values()} == {"pending"}
     assert len(addresses) == 3
