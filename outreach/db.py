@@ -178,6 +178,16 @@ def m006_register(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE municipality ADD COLUMN {name} VARCHAR")
 
 
+def m007_campaign_kenmerk(conn: Connection) -> None:
+    """The campaign's kenmerk (issue 14): ``HVK/2026/0003``, fixed once, so that a letter's reference
+    never changes with a later edit of campaign.toml; a delivery's kenmerk is it plus the contact
+    number, and the tracker finds the delivery back from it."""
+    columns = {c["name"] for c in inspect(conn).get_columns("campaign")}
+    if "kenmerk" not in columns:
+        conn.exec_driver_sql("ALTER TABLE campaign ADD COLUMN kenmerk VARCHAR")
+    conn.exec_driver_sql("CREATE UNIQUE INDEX IF NOT EXISTS ix_campaign_kenmerk ON campaign (kenmerk)")
+
+
 def m008_review_decisions(conn: Connection) -> None:
     """The approval table becomes the history of review decisions (issue 16): approvals and rejections,
     the reviewer's comment or reason, and the text files as they were decided on (for a diff later).
@@ -196,6 +206,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("m002_delivery_keys", m002_delivery_keys),
     ("m003_griffie_index", m003_griffie_index),
     ("m006_register", m006_register),
+    ("m007_campaign_kenmerk", m007_campaign_kenmerk),
     ("m008_review_decisions", m008_review_decisions),
 ]
 

@@ -150,10 +150,15 @@ class Suppression(SQLModel, table=True):
 
 
 class Campaign(SQLModel, table=True):
+    __table_args__ = (Index("ix_campaign_kenmerk", "kenmerk", unique=True),)
+
     id: int | None = Field(default=None, primary_key=True)
     slug: str = Field(unique=True)  # the folder name under templates/letters/
     name: str
     created_at: NaiveDatetime = Field(default_factory=utcnow)
+    # "HVK/2026/0003": the fixed first part of the kenmerk of each of this campaign's letters (the
+    # contact number follows), set once when the campaign row is made (outreach.letters.kenmerk, m007).
+    kenmerk: str | None = None
 
 
 class Decision(StrEnum):

@@ -30,6 +30,7 @@ _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ADDRESS_RE = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+\.[^@\s<>\"',;]+$")
 _DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
 _LOCAL_RE = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
+_KENMERK_PREFIX_RE = re.compile(r"^[A-Z]{2,8}$")
 
 # Monday is 0, as datetime.weekday(). Dutch and English names, full and abbreviated.
 _DAYS: dict[str, int] = {}
@@ -126,6 +127,24 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class Signer:
+    """Who signs the letter: a person's name and function carry more weight than a team name."""
+
+    name: str
+    function: str = ""
+
+
+@dataclass(frozen=True)
+class LetterConfig:
+    """``[letter]``: the formal letter rendered to PDF per recipient; files inside the campaign folder."""
+
+    template: str  # Jinja HTML, same sandbox and variables as the e-mail templates
+    stylesheet: str | None = None  # CSS (paged media) applied to the letter
+    logo: str | None = None  # image for the letterhead: {{ letter.logo }}
+    signature: str | None = None  # image of the signature: {{ letter.signature }}
+
+
+@dataclass(frozen=True)
 class CampaignConfig:
     slug: str
     name: str
@@ -149,6 +168,10 @@ class CampaignConfig:
     signature: str = ""  # informational: who signs, shown by `campaign show`
     approvals: int = 1  # how many different people must approve before `send` (2: four eyes)
     web_base_url: str | None = None  # settings' [web] base_url: {{ optin_url }}, default unsubscribe URL
+    signer: Signer | None = None  # [signer]: name and function, {{ signer.name }}, {{ signer.function }}
+    letter: LetterConfig | None = None  # [letter]: a PDF letter per recipient, attached to the e-mail
+    place: str = ""  # [from] place: the sender's town for the date line ("Utrecht, 1 december 2026")
+    kenmerk_prefix: str = ""  # "HVK": the first part of every delivery's kenmerk
 
     @property
     def toml_path(self) -> Path:
@@ -173,9 +196,14 @@ _TOP_KEYS = {
     "unsubscribe",
     "privacy",
     "sending",
+    "signer",
+    "letter",
+    "kenmerk_prefix",
 }
 _SECTION_KEYS: dict[str, set[str]] = {
-    "from": {"name", "address", "reply_to", "message_domain"},
+    "from": {"name", "address", "reply_to", "message_domain", "place"},
+    "signer": {"name", "function"},
+    "letter": {"template", "stylesheet", "logo", "signature"},
     "audience": {"roles", "provinces", "municipalities", "parties", "portfolio"},
     "unsubscribe": {"mailto", "url"},
     "privacy": {"notice", "address_source", "text", "html"},
@@ -363,6 +391,39 @@ def _template_file(reader: _Reader, key: str, folder: Path, *, required: bool) -
     return name
 
 
+def _parse_letter(root: _Reader, folder: Path) -> LetterConfig | None:
+    if "letter" not in root.table:
+        return None
+    reader = root.section("letter")
+    reader.check_keys(_SECTION_KEYS["letter"])
+    template = _template_file(reader, "template", folder, required=True)
+    assert template is not None
+    return LetterConfig(
+        template=template,
+        stylesheet=_template_file(reader, "stylesheet", folder, required=False),
+        logo=_template_file(reader, "logo", folder, required=False),
+        signature=_template_file(reader, "signature", folder, required=False),
+    )
+
+
+def _parse_signer(root: _Reader) -> Signer | None:
+    if "signer" not in root.table:
+        return None
+    reader = root.section("signer")
+    reader.check_keys(_SECTION_KEYS["signer"])
+    name = reader.required_text("name")
+    function = reader.text("function", "") or ""
+    _no_control(reader, "name", name)
+    _no_control(reader, "function", function)
+    return Signer(name=name, function=function)
+
+
+def _default_kenmerk_prefix(from_name: str) -> str:
+    """The initials of the sender: "Het Vergeten Kind" -> "HVK"."""
+    initials = "".join(word[0] for word in re.findall(r"[A-Za-z]+", from_name)).upper()
+    return initials[:8] if len(initials) >= 2 else "BRIEF"
+
+
 def _parse_audience(root: _Reader) -> Audience:
     reader = root.section("audience")
     reader.check_keys(_SECTION_KEYS["audience"])
@@ -406,6 +467,8 @@ def parse_campaign(folder: Path, slug: str, data: dict[str, Any]) -> CampaignCon
         _no_control(sender, key, value)
     _address(sender, "address", from_address)
     _address(sender, "reply_to", reply_to)
+    place = sender.text("place", "") or ""
+    _no_control(sender, "place", place)
     message_domain = sender.text("message_domain") or from_address.rsplit("@", 1)[1]
     if not _DOMAIN_RE.match(message_domain):
         raise sender.fail("message_domain", f"{message_domain!r} is not a domain name")
@@ -459,6 +522,18 @@ def parse_campaign(folder: Path, slug: str, data: dict[str, Any]) -> CampaignCon
     approvals = root.number("approvals", integer=True) or 1
     if approvals > MAX_APPROVALS:
         raise root.fail("approvals", f"at most {MAX_APPROVALS} people can be required to approve")
+    kenmerk_prefix = root.text("kenmerk_prefix") or _default_kenmerk_prefix(from_name)
+    if not _KENMERK_PREFIX_RE.match(kenmerk_prefix):
+        raise root.fail("kenmerk_prefix", f'{kenmerk_prefix!r} must be 2 to 8 capital letters, like "HVK"')
+    signer = _parse_signer(root)
+    letter = _parse_letter(root, folder)
+    if letter is not None and signer is None:
+        raise root.fail(
+            "signer", "is required with [letter]: a formal letter says who signs it (name, function)"
+        )
+    signature = root.text("signature", "") or ""
+    if not signature and signer is not None:
+        signature = f"{signer.name}, {signer.function}" if signer.function else signer.name
     return CampaignConfig(
         slug=slug,
         name=root.required_text("name"),
@@ -479,8 +554,12 @@ def parse_campaign(folder: Path, slug: str, data: dict[str, Any]) -> CampaignCon
         privacy=privacy,
         salutation=cast(Salutation, salutation),
         griffie_copy_label=label,
-        signature=root.text("signature", "") or "",
         approvals=int(approvals),
+        signature=signature,
+        signer=signer,
+        letter=letter,
+        place=place,
+        kenmerk_prefix=kenmerk_prefix,
     )
 
 

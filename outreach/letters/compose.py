@@ -28,11 +28,17 @@ from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from outreach.errors import AddressError, CampaignError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import AMSTERDAM, CampaignConfig
 from outreach.letters.ids import is_token, message_id
+from outreach.letters.kenmerk import DRAFT_NUMBER, campaign_part, delivery_kenmerk
 from outreach.letters.render import SUBJECT, CampaignTemplates, Recipient, RenderedLetter
+
+if TYPE_CHECKING:
+    from outreach.letters.pdf_letters import CampaignPdfs
+    from outreach.letters.pdf_store import PdfStore
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
 _CONTROL_BYTES_RE = re.compile(rb"[\x00-\x1f\x7f]")
@@ -42,6 +48,10 @@ _MAX_LINE = 78  # RFC 5322 2.1.1: SHOULD be no more than 78 characters
 # RFC 5322 2.1.1: a line MUST stay under 998 characters; a subject of this length, folded at spaces or
 # encoded, always does (an unbreakable 300-character word included).
 _MAX_SUBJECT = 300
+
+
+def utc_year() -> int:
+    return datetime.now(UTC).year
 
 
 def _hides_control_character(value: str) -> bool:
@@ -180,6 +190,7 @@ class ComposedLetter:
     html: str | None
     recipient: Recipient
     is_copy: bool = False  # the griffie's separate copy
+    kenmerk: str = ""
 
     def as_bytes(self) -> bytes:
         """The message with CRLF line ends, ready for SMTP DATA (dot-stuffing is the client's job)."""
@@ -192,11 +203,24 @@ class ComposedLetter:
 
 
 class LetterComposer:
-    """Compiles a campaign's templates and static parts once; ``compose`` builds one letter."""
+    """Compiles a campaign's templates and static parts once; ``compose`` builds one letter.
 
-    def __init__(self, campaign: CampaignConfig) -> None:
+    ``kenmerk`` is the campaign's part of each letter's kenmerk (``outreach.letters.kenmerk``; a draft
+    "…/0000" without one). A campaign with a ``[letter]`` attaches each recipient's PDF letter, read
+    from ``pdf_store`` when it was prepared there (``pdf_letters.prepare_pdfs``), else laid out here.
+    """
+
+    def __init__(
+        self, campaign: CampaignConfig, *, kenmerk: str | None = None, pdf_store: PdfStore | None = None
+    ) -> None:
         self.campaign = campaign
         self.templates = CampaignTemplates(campaign)
+        self.kenmerk = kenmerk or campaign_part(campaign.kenmerk_prefix, utc_year(), DRAFT_NUMBER)
+        self.pdfs: CampaignPdfs | None = None
+        if campaign.letter is not None:
+            from outreach.letters.pdf_letters import CampaignPdfs
+
+            self.pdfs = CampaignPdfs(campaign, self.templates, pdf_store)
         where = f"campaign {campaign.slug}"
         self._static = (
             address_header("From", campaign.from_name, campaign.from_address, where=where)
@@ -214,20 +238,25 @@ class LetterComposer:
         self._trailer = "".join(trailer).encode("ascii")
         self._attachments = [attachment_part(path) for path in campaign.attachments]
 
+    def kenmerk_of(self, recipient: Recipient) -> str:
+        return delivery_kenmerk(self.kenmerk, recipient.contact_id)
+
     def render(self, recipient: Recipient, *, token: str, now: datetime) -> RenderedLetter:
-        return self.templates.render(recipient, token=token, now=now)
+        return self.templates.render(recipient, token=token, now=now, kenmerk=self.kenmerk_of(recipient))
 
     def compose(self, recipient: Recipient, *, token: str, now: datetime) -> ComposedLetter:
         """The letter for ``recipient``; ``now`` (naive UTC or aware) sets the Date header and the date line.
 
-        Raises TemplateError (names recipient, template, line, field), HeaderInjectionError, AddressError.
+        Raises TemplateError (names recipient, template, line, field; or a PDF letter that cannot be laid
+        out or whose address does not fit the envelope window), HeaderInjectionError, AddressError.
         """
         if not is_token(token):
             # The token ends up in Message-ID, MIME boundaries and links: only ids.new_token() will do.
             raise ValueError(f"not a delivery token: {token!r}")
         campaign = self.campaign
         where = f"campaign {campaign.slug}: {recipient.label}"
-        letter = self.templates.render(recipient, token=token, now=now)
+        kenmerk = self.kenmerk_of(recipient)
+        letter = self.templates.render(recipient, token=token, now=now, kenmerk=kenmerk)
         if len(letter.subject) > _MAX_SUBJECT:
             raise TemplateError(
                 f"{where}: {SUBJECT}: the subject is {len(letter.subject)} characters long;"
@@ -260,7 +289,8 @@ class LetterComposer:
         if unsubscribe:
             head.append("List-Unsubscribe: " + ",\r\n ".join(unsubscribe) + "\r\n")
 
-        body = self._body(letter, token)
+        extra = [self.pdfs.part(recipient, now=now, kenmerk=kenmerk)] if self.pdfs is not None else []
+        body = self._body(letter, token, extra)
         raw = b"".join((self._static, "".join(head).encode("ascii"), self._trailer, body))
         return ComposedLetter(
             raw=raw,
@@ -271,9 +301,10 @@ class LetterComposer:
             html=letter.html,
             recipient=recipient,
             is_copy=letter.is_copy,
+            kenmerk=kenmerk,
         )
 
-    def _body(self, letter: RenderedLetter, token: str) -> bytes:
+    def _body(self, letter: RenderedLetter, token: str, extra: list[bytes]) -> bytes:
         text_part = (
             b'Content-Type: text/plain; charset="utf-8"\r\n'
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + _qp(letter.text)
@@ -295,12 +326,12 @@ class LetterComposer:
             )
         else:
             content = text_part
-        if not self._attachments:
+        if not self._attachments and not extra:
             return content
         boundary = f"=_mix_{token}".encode("ascii")
         pieces = [b'Content-Type: multipart/mixed; boundary="' + boundary + b'"\r\n\r\n']
         pieces.append(b"--" + boundary + b"\r\n" + content)
-        for part in self._attachments:
+        for part in (*extra, *self._attachments):
             pieces.append(b"\r\n--" + boundary + b"\r\n" + part)
         pieces.append(b"\r\n--" + boundary + b"--\r\n")
         return b"".join(pieces)

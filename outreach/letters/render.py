@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from outreach.errors import TemplateError
+from outreach.letters.address import address_lines
 from outreach.letters.campaign import CampaignConfig
 from outreach.letters.dates import long_date, short_date
 from outreach.letters.privacy import PRIVACY_HTML, PRIVACY_TEXT, why_phrase
@@ -66,6 +67,7 @@ class Recipient:
     griffie_email: str | None = None  # the own municipality's griffie mailbox, unless suppressed
     suppressed: str | None = None  # the suppression reason ("opt-out", "hard-bounce", ...), or None
     email_problem: str | None = None  # why the address cannot be used, or None
+    postal: tuple[str, ...] = ()  # the municipality's postal address lines, where the registry has it
 
     @cached_property
     def name(self) -> str:
@@ -279,6 +281,8 @@ SUBJECT = "campaign.toml [subject]"
 UNSUBSCRIBE_URL = "campaign.toml [unsubscribe] url"
 PRIVACY_TEXT_NAME = "built-in privacy notice (text)"
 PRIVACY_HTML_NAME = "built-in privacy notice (HTML)"
+#: The copy line of a letter: the place of the griffie's own copy, for e-mail and PDF alike.
+COPY_LINE = "Kopie voor de griffie: deze brief hebben wij op {datum} gestuurd aan {label} van {gemeente}."
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,23 @@ class CampaignTemplates:
             if privacy.notice and self.html is not None
             else None
         )
+        letter = campaign.letter
+        self.letter = self._compile(self._html_env, letter.template) if letter is not None else None
+        self._letter_fields = (
+            Fields(
+                "letter",
+                {
+                    "logo": letter.logo,
+                    "signature": letter.signature,
+                },
+            )
+            if letter is not None
+            else None
+        )
+        signer = campaign.signer
+        self._signer_fields = (
+            Fields("signer", {"name": signer.name, "function": signer.function}) if signer else None
+        )
         self._globals = dict(self._text_env.globals)
         self._campaign_fields = Fields(
             "campaign",
@@ -375,7 +396,9 @@ class CampaignTemplates:
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
             self._fail(exc, template, recipient)
 
-    def context(self, recipient: Recipient, *, token: str, now: datetime) -> dict[str, Any]:
+    def context(
+        self, recipient: Recipient, *, token: str, now: datetime, kenmerk: str = ""
+    ) -> dict[str, Any]:
         campaign = self.campaign
         copy = (
             campaign.griffie_copy == "separate"
@@ -423,6 +446,21 @@ class CampaignTemplates:
                 style=campaign.salutation,
             ),
             "datum": long_date(now),
+            # Dutch letter style: "Utrecht, 1 december 2026" (the date alone without a place).
+            "plaats_datum": f"{campaign.place}, {short_date(now)}" if campaign.place else short_date(now),
+            "kenmerk": kenmerk,
+            "signer": self._signer_fields,
+            "letter": self._letter_fields,
+            "adres": address_lines(
+                role=recipient.role,
+                aanspreekvorm_raw=recipient.aanspreekvorm,
+                voornaam=recipient.voornaam,
+                voorletters=recipient.voorletters,
+                tussenvoegsel=recipient.tussenvoegsel,
+                achternaam=recipient.achternaam,
+                municipality=recipient.municipality,
+                postal=recipient.postal,
+            ),
             "now": now,
             "token": token,
             "griffie_copy": campaign.griffie_copy,
@@ -446,17 +484,27 @@ class CampaignTemplates:
             context["unsubscribe_url"] = self._render(self.unsubscribe_url, context, recipient).strip()
         return context
 
-    def render(self, recipient: Recipient, *, token: str, now: datetime) -> RenderedLetter:
-        context = self.context(recipient, token=token, now=now)
+    def copy_line(self, recipient: Recipient, now: datetime) -> str:
+        return COPY_LINE.format(
+            datum=long_date(now),
+            label=campaign_label(self.campaign),
+            gemeente=recipient.municipality or "uw gemeente",
+        )
+
+    def render_letter(self, recipient: Recipient, *, token: str, now: datetime, kenmerk: str) -> str:
+        """The HTML of the campaign's formal letter (``[letter] template``) for ``recipient``."""
+        if self.letter is None:
+            raise TemplateError(f"campaign {self.campaign.slug} has no [letter] template")
+        context = self.context(recipient, token=token, now=now, kenmerk=kenmerk)
+        return self._render(self.letter, context, recipient)
+
+    def render(self, recipient: Recipient, *, token: str, now: datetime, kenmerk: str = "") -> RenderedLetter:
+        context = self.context(recipient, token=token, now=now, kenmerk=kenmerk)
         subject = self._render(self.subject, context, recipient).strip(" ")
         text = self._render(self.text, context, recipient)
         html = self._render(self.html, context, recipient) if self.html is not None else None
         if context["copy"]:
-            gemeente = recipient.municipality or "uw gemeente"
-            line = (
-                f"Kopie voor de griffie: deze brief hebben wij op {context['datum']} gestuurd aan "
-                f"{campaign_label(self.campaign)} van {gemeente}."
-            )
+            line = self.copy_line(recipient, now)
             subject = f"Kopie: {subject}"
             text = f"{line}\n\n{text}"
             if html is not None:

@@ -17,6 +17,7 @@ from outreach.letters.approval import (
     ApprovalRecord,
     approval_status,
     changes_since,
+    ensure_campaign_row,
     record_approval,
     snapshot_folder,
 )
@@ -28,6 +29,8 @@ from outreach.letters.campaign import (
 )
 from outreach.letters.compose import ComposedLetter, LetterComposer
 from outreach.letters.ids import new_token
+from outreach.letters.kenmerk import campaign_kenmerk, store_campaign_kenmerk
+from outreach.letters.pdf_store import PdfStore
 from outreach.letters.render import Recipient, load_recipients
 from outreach.models import utcnow
 from outreach.registry.audience import audience_contact_ids
@@ -42,6 +45,31 @@ def audience(engine: Engine, campaign: CampaignConfig) -> list[Recipient]:
         recipients.values(),
         key=lambda r: (fold(r.municipality or ""), r.role, fold(r.achternaam or ""), r.email, r.contact_id),
     )
+
+
+def composer_for(engine: Engine, campaign: CampaignConfig, *, now: datetime | None = None) -> LetterComposer:
+    """The composer of the letters as they would go out: the campaign's kenmerk, the PDF store."""
+    with engine.connect() as conn:
+        kenmerk = campaign_kenmerk(conn, campaign, now=now)
+    return LetterComposer(campaign, kenmerk=kenmerk, pdf_store=PdfStore.default())
+
+
+def letter_pdf(
+    engine: Engine, campaign: CampaignConfig, contact_id: int, *, now: datetime | None = None
+) -> bytes:
+    """The PDF letter of one recipient as it would be sent now (for the browser review).
+
+    Raises NotFoundError for a contact outside the audience or a campaign without ``[letter]``, and
+    TemplateError when the letter cannot be laid out."""
+    now = now or utcnow()
+    if campaign.letter is None:
+        raise NotFoundError(f"campaign {campaign.slug} has no PDF letter ([letter] in campaign.toml)")
+    recipient = next((r for r in audience(engine, campaign) if r.contact_id == contact_id), None)
+    if recipient is None:
+        raise NotFoundError(f"contact {contact_id} is not in the audience of campaign {campaign.slug}")
+    composer = composer_for(engine, campaign, now=now)
+    assert composer.pdfs is not None
+    return composer.pdfs.pdf(recipient, now=now, kenmerk=composer.kenmerk_of(recipient))
 
 
 # ------------------------------------------------------------------------------------------ list/show
@@ -185,14 +213,18 @@ def check_campaign(
     now: datetime | None = None,
     recipients: list[Recipient] | None = None,
     composer: LetterComposer | None = None,
+    workers: int | None = None,
 ) -> CheckReport:
     """Render and compose the letter of every sendable recipient; collect every failure, never stop.
 
     ``recipients`` (the audience, already loaded) and ``composer`` are for callers that keep them, such
-    as `outreach review`; by default both are made here.
+    as `outreach review`; by default both are made here. A campaign with a PDF letter first lays out
+    every letter in ``workers`` processes (into the PDF store, where ``send`` later finds them): a letter
+    that cannot be laid out, or whose address does not fit the envelope window, is a failure like a
+    template error.
     """
     now = now or utcnow()
-    composer = composer or LetterComposer(campaign)
+    composer = composer or composer_for(engine, campaign, now=now)
     report = CheckReport(campaign=campaign.slug)
     if recipients is None:
         recipients = audience(engine, campaign)
@@ -202,23 +234,37 @@ def check_campaign(
             f"campaign {campaign.slug}: nobody in the registry matches the audience"
             f" ({describe_audience(campaign)})"
         )
+    sendable = []
     for recipient in recipients:
         if recipient.suppressed:
             report.suppressed += 1
-            continue
-        if not recipient.email:
+        elif not recipient.email:
             report.no_email += 1
-            continue
-        if recipient.email_problem:
+        elif recipient.email_problem:
             report.invalid += 1
+        else:
+            sendable.append(recipient)
+    failed: set[int] = set()
+    if composer.pdfs is not None and composer.pdfs.store is not None:
+        from outreach.letters.pdf_letters import LetterJob, prepare_pdfs
+
+        prepared = prepare_pdfs(
+            campaign,
+            [LetterJob(r, composer.kenmerk_of(r)) for r in sendable],
+            now=now,
+            store=composer.pdfs.store,
+            workers=workers,
+        )
+        for recipient, error in prepared.failures:
+            failed.add(recipient.contact_id)
+            _add_failure(report, campaign, recipient, error)
+    for recipient in sendable:
+        if recipient.contact_id in failed:
             continue
         try:
             letter = composer.compose(recipient, token=new_token(), now=now)
         except OutreachError as exc:
-            problem = exc.message.removeprefix(f"campaign {campaign.slug}: ").removeprefix(
-                f"{recipient.label}: "
-            )
-            report.failures.append(CheckFailure(recipient.email, exc.message, problem, recipient.contact_id))
+            _add_failure(report, campaign, recipient, exc)
             continue
         report.rendered += 1
         if len(letter.envelope_to) > 1:
@@ -226,6 +272,13 @@ def check_campaign(
         if letter.is_copy:
             report.griffie_copies += 1
     return report
+
+
+def _add_failure(
+    report: CheckReport, campaign: CampaignConfig, recipient: Recipient, exc: OutreachError
+) -> None:
+    problem = exc.message.removeprefix(f"campaign {campaign.slug}: ").removeprefix(f"{recipient.label}: ")
+    report.failures.append(CheckFailure(recipient.email, exc.message, problem, recipient.contact_id))
 
 
 # -------------------------------------------------------------------------------------------- preview
@@ -245,7 +298,7 @@ def preview_letters(
     see them), and left out of a preview of everyone.
     """
     now = now or utcnow()
-    composer = LetterComposer(campaign)
+    composer = composer_for(engine, campaign, now=now)
     recipients = audience(engine, campaign)
     if contact is not None:
         key = email_key(contact)
@@ -265,7 +318,7 @@ def preview_letters(
 
 
 _UNSAFE_RE = re.compile(r"[^A-Za-z0-9@._+-]+")
-_PREVIEW_FILE_RE = re.compile(r"^\d{5}-[A-Za-z0-9@._+-]+\.(eml|html)$")
+_PREVIEW_FILE_RE = re.compile(r"^\d{5}-[A-Za-z0-9@._+-]+\.(eml|html|pdf)$")
 
 
 @dataclass(frozen=True)
@@ -293,6 +346,13 @@ def write_preview(
         stem = f"{count:05d}-{_UNSAFE_RE.sub('_', recipient.email)[:80]}"
         (out / f"{stem}.eml").write_bytes(letter.as_bytes())
         (out / f"{stem}.html").write_text(_letter_page(letter), encoding="utf-8")
+        links = f'<a href="{stem}.html">brief</a> · <a href="{stem}.eml">.eml</a>'
+        pdf = next(
+            (p for p in letter.message.iter_attachments() if p.get_content_type() == "application/pdf"), None
+        )
+        if letter.kenmerk and pdf is not None and (pdf.get_filename() or "").startswith("Brief aan"):
+            (out / f"{stem}.pdf").write_bytes(pdf.get_payload(decode=True))  # type: ignore[arg-type]
+            links += f' · <a href="{stem}.pdf">PDF</a>'
         status = ""
         if recipient.suppressed:
             status = f"suppressed: {recipient.suppressed}"
@@ -304,7 +364,7 @@ def write_preview(
             f"<td>{html.escape(recipient.role)}</td><td>{html.escape(recipient.municipality or '')}</td>"
             f"<td>{html.escape(', '.join(letter.envelope_to[1:]))}</td>"
             f"<td>{html.escape(letter.subject)}</td>"
-            f'<td><a href="{stem}.html">brief</a> · <a href="{stem}.eml">.eml</a></td>'
+            f"<td>{links}</td>"
             f"<td>{html.escape(status)}</td></tr>"
         )
     index = out / "index.html"
@@ -395,6 +455,10 @@ def approve_campaign(
     """
     snapshot = snapshot_folder(campaign.folder)
     campaign = with_web_base_url(load_campaign(campaign.folder.parent, campaign.slug), campaign.web_base_url)
+    # The campaign's kenmerk is fixed before the check, so the PDF letters it lays out are the ones that
+    # go out (the store finds them again when sending on the same day).
+    with engine.begin() as conn:
+        store_campaign_kenmerk(conn, campaign, ensure_campaign_row(conn, campaign))
     report = check_campaign(engine, campaign, now=now)
     refuse_unless_ready(campaign, report)
     changes = changes_since(snapshot.files, snapshot_folder(campaign.folder).files)

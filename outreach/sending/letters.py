@@ -12,8 +12,8 @@ from sqlalchemy import Engine, create_engine
 
 from outreach.errors import AddressError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import CampaignConfig
-from outreach.letters.compose import LetterComposer
 from outreach.letters.ids import verp_address
+from outreach.letters.pdf_letters import letter_composer
 from outreach.letters.render import load_recipients
 from outreach.sending.claim import ClaimedRow
 from outreach.sending.jobs import Job
@@ -44,7 +44,7 @@ class CampaignLetters:
     def __init__(self, engine: Engine, campaign: CampaignConfig) -> None:
         self._engine = reading_engine(engine)
         self._campaign = campaign
-        self._composer = LetterComposer(campaign)
+        self._composer = letter_composer(self._engine, campaign)
         sending = campaign.sending
         self._signer: DkimSigner | None = None
         if sending.dkim_key_file is not None:

@@ -244,6 +244,11 @@ def _run_send(
     summary.due = count_due(engine, campaign_id, now, retry_unknown=options.retry_unknown)
     if options.limit is not None:
         summary.due = min(summary.due, options.limit)
+    if summary.due and own_letters:
+        # PDF letters ([letter]) are laid out now, in one process per core, so sending never waits on one.
+        from outreach.letters.pdf_letters import prepare_for_sending
+
+        prepare_for_sending(engine, campaign, campaign_id, now=now, limit=options.limit)
     window = None if options.ignore_window else campaign.sending.window
     if summary.due and window is not None and not window.is_open(now) and not options.dry_run:
         summary.window_opens_at = window.next_open(now)
