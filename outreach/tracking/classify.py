@@ -35,6 +35,7 @@ from typing import ClassVar
 from flufl.bounce import all_failures
 
 from outreach.letters.ids import is_token, token_from_verp, tokens_in_references
+from outreach.letters.kenmerk import KENMERK_RE
 from outreach.models import EventKind
 from outreach.registry.keys import email_key
 
@@ -118,6 +119,7 @@ class InboundMessage:
     tokens: tuple[str, ...] = ()  # candidate delivery tokens, most specific first
     bounces: tuple[Bounce, ...] = ()
     summary: str = ""
+    kenmerken: tuple[str, ...] = ()  # kenmerken of our letters quoted in the subject or text
 
     @property
     def hard_bounce(self) -> bool:
@@ -169,8 +171,10 @@ def classify(raw: bytes, options: ClassifyOptions | None = None) -> InboundMessa
             tokens=_unique(tokens),
             bounces=tuple(bounces),
             summary=summary or _clip(subject),
+            kenmerken=kenmerken,
         )
 
+    kenmerken = _kenmerken(msg, subject)
     reference_tokens = _reference_tokens(msg)
     report = _delivery_status_report(msg)
     if report is not None:
@@ -210,7 +214,11 @@ def classify(raw: bytes, options: ClassifyOptions | None = None) -> InboundMessa
             tokens=reference_tokens,
             summary=reply_summary(msg, subject),
         )
-    return make(EventKind.UNMATCHED, "no Message-ID of ours in In-Reply-To/References")
+    if kenmerken:
+        # Forwarded by the griffie, or written from another address: the kenmerk of the letter it
+        # answers (the caller confirms it is ours, else it stays unmatched).
+        return make(EventKind.REPLY, "kenmerk in subject or text", summary=reply_summary(msg, subject))
+    return make(EventKind.UNMATCHED, "no Message-ID of ours in In-Reply-To/References, no kenmerk")
 
 
 # --- headers ---------------------------------------------------------------------------------------
@@ -522,6 +530,19 @@ class _TextOfHtml(HTMLParser):
     def handle_data(self, data: str) -> None:
         if not self._skip and not self.done:
             self.chunks.append(data)
+
+
+_KENMERK_SEARCH_CHARS = 200_000  # of each text part: a kenmerk sits near the top of a reply or forward
+
+
+def _kenmerken(msg: Message, subject: str) -> tuple[str, ...]:
+    """Kenmerken (``HVK/2026/0003/0412``) in the subject and the text parts, quoted parts included (a
+    forwarded letter quotes it there), in order of appearance."""
+    texts = [subject]
+    for part in msg.walk():
+        if part.get_content_maintype() == "text" and part.get_content_disposition() != "attachment":
+            texts.append(_decoded(part)[:_KENMERK_SEARCH_CHARS])
+    return _unique(match.group(0) for text in texts for match in KENMERK_RE.finditer(text))
 
 
 def _plain_text(msg: Message) -> str:

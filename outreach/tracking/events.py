@@ -16,6 +16,7 @@ from sqlmodel import SQLModel
 
 from outreach.db import dialect_insert
 from outreach.errors import NotFoundError, UsageError
+from outreach.letters.kenmerk import find_kenmerk
 from outreach.models import DeliveryState, EventKind, utcnow
 from outreach.registry.keys import email_hash, email_key
 from outreach.sending.plan import SKIP_SUPPRESSED
@@ -115,6 +116,17 @@ def delivery_by_tokens(conn: Connection, tokens: tuple[str, ...]) -> DeliveryRef
     for token in tokens:
         if token in by_token:
             return _ref(by_token[token])
+    return None
+
+
+def delivery_by_kenmerk(conn: Connection, kenmerken: tuple[str, ...]) -> DeliveryRef | None:
+    """The delivery of the first kenmerk that is one of our letters' (``outreach.letters.kenmerk``)."""
+    for kenmerk in kenmerken:
+        found = find_kenmerk(conn, kenmerk)
+        if found is not None:
+            row = conn.execute(_delivery_select().where(DELIVERY.c.id == found.delivery_id)).first()
+            if row is not None:
+                return _ref(row)
     return None
 
 
@@ -314,6 +326,8 @@ def record_inbound(
     now = now or utcnow()
     kind = inbound.kind
     delivery = delivery_by_tokens(conn, inbound.tokens)
+    if delivery is None and inbound.kenmerken:
+        delivery = delivery_by_kenmerk(conn, inbound.kenmerken)
     address: str | None = None  # whose address a bounce or opt-out is about
     copy_bounced = False
     summary = inbound.summary
