@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pdfplumber
 import pytest
@@ -125,7 +126,8 @@ def test_fonts_are_embedded_and_are_the_shipped_open_sans(wethouder_pdf: bytes) 
     reader = PdfReader(io.BytesIO(wethouder_pdf))
     fonts = {}
     for page in reader.pages:
-        for font in page["/Resources"]["/Font"].values():
+        resources: Any = page["/Resources"]
+        for font in resources["/Font"].values():
             font = font.get_object()
             descendant = font["/DescendantFonts"][0].get_object()
             descriptor = descendant["/FontDescriptor"].get_object()
@@ -137,10 +139,11 @@ def test_fonts_are_embedded_and_are_the_shipped_open_sans(wethouder_pdf: bytes) 
 
 def test_the_pdf_is_pdf_a_3b(wethouder_pdf: bytes) -> None:
     reader = PdfReader(io.BytesIO(wethouder_pdf))
-    xmp = reader.trailer["/Root"]["/Metadata"].get_object().get_data().decode()
+    root: Any = reader.trailer["/Root"]
+    xmp = root["/Metadata"].get_object().get_data().decode()
     assert re.search(r"pdfaid:part[^0-9]{1,3}3", xmp), xmp
     assert re.search(r"pdfaid:conformance[^A-Z]{1,3}B", xmp), xmp
-    assert "/OutputIntents" in reader.trailer["/Root"]
+    assert "/OutputIntents" in root
 
 
 def test_page_numbers_from_page_two_on(griffie_pdf: bytes) -> None:
