@@ -148,6 +148,9 @@ def _recipients_statement() -> Select[Any]:
         municipality.c.province,
         griffie_contact.c.email_normalized,
         suppression.c.reason,
+        municipality.c.postal_address_line,
+        municipality.c.postal_code,
+        municipality.c.postal_city,
     ).select_from(
         contact.outerjoin(municipality, municipality.c.id == c.municipality_id)
         .outerjoin(suppression, suppression.c.key_hash == c.email_hash)
@@ -189,6 +192,9 @@ def load_recipients(
                 prov,
                 gr,
                 sup,
+                post_line,
+                post_code,
+                post_city,
             ) = row
             griffie = gr if gr and gr != email else None
             result[cid] = Recipient(
@@ -210,8 +216,16 @@ def load_recipients(
                 griffie_email=griffie,
                 suppressed=sup,
                 email_problem=email_problem(email or ""),
+                postal=postal_lines(post_line, post_code, post_city),
             )
     return result
+
+
+def postal_lines(line: str | None, code: str | None, city: str | None) -> tuple[str, ...]:
+    """('Postbus 16200', '3500 CE  UTRECHT'): PostNL's layout, two spaces before the town in capitals
+    (no-break spaces, which HTML does not collapse)."""
+    last = "\u00a0\u00a0".join(part for part in ((code or "").strip(), (city or "").strip().upper()) if part)
+    return tuple(part for part in ((line or "").strip(), last) if part)
 
 
 # ------------------------------------------------------------------------------------------- templates
