@@ -43,6 +43,7 @@ class DeliveryState(StrEnum):
     SKIPPED = "skipped"  # suppressed / opted out / invalid: skip_reason says why
     UNKNOWN = "unknown"  # the connection died after the body was handed over: never resent automatically
     HELD = "held"  # could not be composed (template vs. this contact's data): planned again after a change
+    PRINTED = "printed"  # delivered on paper (`outreach print`): never sent by e-mail as well
 
 
 class EventKind(StrEnum):

@@ -91,5 +91,6 @@ def address_lines(
             lines.append(f"De {function[0].lower()}{function[1:]}" if role != Role.RAADSLID else function)
     if municipality:
         lines.append(f"Gemeente {municipality}")
-    lines.extend(_spaces(line) for line in postal if _spaces(line))
+    # Postal lines as given: "3500 CE  UTRECHT" keeps its two (no-break) spaces.
+    lines.extend(line.strip() for line in postal if line.strip())
     return lines

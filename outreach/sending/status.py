@@ -47,8 +47,9 @@ class CampaignStatus:
 
     @property
     def left(self) -> int:
-        """Deliveries neither sent nor skipped."""
-        return self.total - self.counts.get("sent", 0) - self.counts.get("skipped", 0)
+        """Deliveries neither sent (by e-mail or on paper) nor skipped."""
+        done = ("sent", "skipped", DeliveryState.PRINTED.value)
+        return self.total - sum(self.counts.get(state, 0) for state in done)
 
     @property
     def complete(self) -> bool:

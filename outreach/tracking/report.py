@@ -43,6 +43,7 @@ GROUPS: tuple[str, ...] = ("role", "party", "province", "municipality")
 COLUMNS = (
     "letters",
     "sent",
+    "printed",
     "failed",
     "skipped",
     "no_email",
@@ -60,7 +61,7 @@ class ReportRow:
     group: str | None  # the role, party, province or municipality; None in the totals row
     code: str | None  # the CBS code when grouped by municipality
     letters: int
-    sent: int
+    sent: int  # by e-mail or on paper (printed)
     failed: int
     skipped: int
     no_email: int  # skipped because the registry has no address (register office holders)
@@ -69,6 +70,7 @@ class ReportRow:
     auto_replied: int
     opted_out: int
     delivered: int
+    printed: int = 0  # delivered on paper (`outreach print`)
 
     @property
     def response_rate(self) -> float | None:
@@ -195,6 +197,7 @@ def _counts(campaign_id: int, group_columns: Sequence[ColumnElement[Any]]) -> An
             *group_columns,
             func.count().label("letters"),
             total(sent).label("sent"),
+            total(DELIVERY.c.state == DeliveryState.PRINTED.value).label("printed"),
             total(failed).label("failed"),
             total(DELIVERY.c.state == DeliveryState.SKIPPED.value).label("skipped"),
             total(_NO_EMAIL).label("no_email"),
@@ -227,6 +230,7 @@ def _row(row: Any, group: str | None, code: str | None) -> ReportRow:
         auto_replied=int(row.auto_replied),
         opted_out=int(row.opted_out),
         delivered=int(row.delivered),
+        printed=int(row.printed),
     )
 
 
