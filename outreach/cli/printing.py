@@ -9,7 +9,6 @@ import typer
 
 from outreach.cli.common import app_context, err_console
 from outreach.letters.campaign import load_campaign
-from outreach.letters.printing import print_letters
 
 
 def print_command(
@@ -34,6 +33,8 @@ def print_command(
     Each letter printed is recorded as delivered on paper (state printed), exactly once: a second run
     prints only letters that were not printed or sent yet. The campaign must be approved and have a
     [letter] section."""
+    from outreach.letters.printing import print_letters  # pypdf and the PDF machinery: only when printing
+
     context = app_context(ctx)
     config = load_campaign(context.settings.templates, campaign)
     result = print_letters(context.engine(), config, out, everyone=everyone, reprint=reprint, duplex=duplex)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import multiprocessing
 import os
+import sys
+import time
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -141,6 +142,8 @@ class PrepareReport:
 
 def _start_method() -> str:
     # As the composer process: fork only while this is the only thread (a fork copies held locks).
+    import multiprocessing
+
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         return "fork"
     return "spawn"
@@ -219,6 +222,8 @@ def prepare_pdfs(
         results = map(_worker_render, _chunks(todo, _CHUNK))
         report = _collect(report, results, recipients, len(todo), progress)
     else:
+        import multiprocessing
+
         context = multiprocessing.get_context(_start_method())
         with context.Pool(workers, initializer=_worker_init, initargs=(campaign, str(store.folder))) as pool:
             results = pool.imap_unordered(_worker_render, _chunks(todo, _CHUNK))
@@ -299,4 +304,21 @@ def prepare_for_sending(
     with engine.connect() as conn:
         recipients = load_recipients(conn, query)
     jobs = [LetterJob(r, delivery_kenmerk(kenmerk, r.contact_id)) for r in recipients.values() if r.sendable]
+    if progress is None and sys.stderr.isatty():
+        progress = _terminal_progress()
     return prepare_pdfs(campaign, jobs, now=now, store=PdfStore.default(), progress=progress)
+
+
+def _terminal_progress() -> Callable[[int, int], None]:
+    """'PDF letters laid out: 1,200 of 12,000' on one line of the terminal, at most twice a second."""
+    last = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - last[0] >= 0.5:
+            last[0] = now
+            end = "\n" if done == total else ""
+            sys.stderr.write(f"\rPDF letters laid out before sending: {done:,} of {total:,}{end}")
+            sys.stderr.flush()
+
+    return show
