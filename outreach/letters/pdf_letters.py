@@ -14,10 +14,10 @@ import base64
 import hashlib
 import logging
 import os
-import sys
-import time
 import re
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
