@@ -514,3 +514,29 @@ def test_json_summary_of_a_council_list_import(
     assert (document["kind"], document["inserted"], document["rows_read"]) == ("csv", 1, 1)
     refused = runner.invoke(app, ["--database", db_url, "contacts", "import", str(SAMPLE), "--sheet", "x"])
     assert refused.exit_code == 2 and "--sheet does not apply to a register export" in refused.output
+
+
+def test_a_hand_imported_griffie_mailbox_is_taken_over_and_the_unreachable_listed(
+    registry_engine: Engine, write_csv: WriteCsv, runner: CliRunner, db_url: str
+) -> None:
+    hand = write_csv(
+        [
+            ["Naam", "Functie", "Gemeente", "E-mail"],
+            ["Griffie Zwolle", "Griffie", "Zwolle", "griffie@voorbeeldstad.example.nl"],
+        ]
+    )
+    import_contacts(registry_engine, hand)
+    import_register(registry_engine, SAMPLE, today=TODAY)
+    griffies = [c for c in contacts(registry_engine).values() if c.role == "griffie"]
+    assert sorted((c.register_id or "", c.email or "") for c in griffies) == [
+        ("GM0193-griffie", "griffie@voorbeeldstad.example.nl"),
+        ("GM1979-griffie", "griffie@proefwolde.example.nl"),
+    ]
+    listed = runner.invoke(app, ["--database", db_url, "contacts", "list", "--without-email", "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert sorted(v["register_id"] for v in json.loads(listed.stdout)) == [
+        "28990203",
+        "28990207",
+        "28990211",
+        "28990212",
+    ]

@@ -219,11 +219,22 @@ def list_command(
     province: Annotated[
         str | None, typer.Option("--province", help="Province name or code (PV27, NH).")
     ] = None,
+    without_email: Annotated[
+        bool,
+        typer.Option(
+            "--without-email", help="Only people in office the registry has no e-mail address for."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """List contacts by municipality and surname ("van der Berg" under B)."""
     views = list_contacts(
-        app_context(ctx).engine(), role=role, municipality=municipality, party=party, province=province
+        app_context(ctx).engine(),
+        role=role,
+        municipality=municipality,
+        party=party,
+        province=province,
+        without_email=without_email,
     )
     if as_json:
         echo_json([v.as_json() for v in views])

@@ -142,9 +142,15 @@ def list_contacts(
     municipality: str | None = None,
     party: str | None = None,
     province: str | None = None,
+    without_email: bool = False,
 ) -> list[ContactView]:
-    """Contacts matching every filter given, by municipality and then surname (tussenvoegsel ignored)."""
+    """Contacts matching every filter given, by municipality and then surname (tussenvoegsel ignored).
+
+    ``without_email``: only office holders in office without an address (the register lists many):
+    the list staff complete by hand."""
     stmt = _query()
+    if without_email:
+        stmt = stmt.where(col(Contact.email_key).is_(None), col(Contact.active))
     with engine.connect() as conn:
         if role is not None:
             parsed = parse_role(role)
