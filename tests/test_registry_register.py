@@ -540,3 +540,15 @@ def test_a_hand_imported_griffie_mailbox_is_taken_over_and_the_unreachable_liste
         "28990211",
         "28990212",
     ]
+
+
+def test_the_command_line_loads_the_register_reader_only_when_it_reads_one() -> None:
+    """`outreach send` starts quickly: the CLI's start-up must not import the register's sync, whose
+    address checks need email-validator (about 0.1-0.2 s)."""
+    import subprocess
+    import sys
+
+    watched = ("email_validator", "outreach.registry.register_sync", "outreach.registry.register")
+    probe = f"import sys, outreach.cli; print(sorted(m for m in {watched!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

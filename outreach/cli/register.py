@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import typer
 
 from outreach.cli.common import err_console
-from outreach.registry.register_sync import Change, RegisterResult
+
+if TYPE_CHECKING:  # the sync needs email-validator: loaded only when a register export is imported
+    from outreach.registry.register_sync import Change, RegisterResult
 
 KINDS = ("joined", "left", "changed", "unchanged")
 JOINED_LISTED = 200  # a first import joins everyone: past this, the list is in --dry-run and --json

@@ -12,11 +12,9 @@ import typer
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 from outreach.cli.common import app_context, contacts_app, echo_json, err_console
-from outreach.cli.register import print_register
 from outreach.errors import UsageError
 from outreach.registry.bootstrap import initialise
 from outreach.registry.query import ContactView, address_label, list_contacts, role_label, show_contact
-from outreach.registry.register import is_register_export
 
 if TYPE_CHECKING:
     from outreach.registry.importer import ImportResult, ProgressCallback
@@ -106,6 +104,7 @@ def import_command(
         for flag, value in (("--source", source), ("--rejects", rejects), ("--sheet", sheet)):
             if value is not None:
                 raise UsageError(f"{flag} does not apply to a register export ({file})")
+        from outreach.cli.register import print_register
         from outreach.registry.register_sync import import_register
 
         outcome = import_register(app_context(ctx).engine(), file, dry_run=dry_run)
@@ -133,6 +132,8 @@ def _is_register_export(path: Path) -> bool:
             head = fh.read(64)
     except OSError:
         return False  # the CSV reader says what is wrong with the path
+    from outreach.registry.register import is_register_export
+
     return is_register_export(head)
 
 
@@ -221,9 +222,7 @@ def list_command(
     ] = None,
     without_email: Annotated[
         bool,
-        typer.Option(
-            "--without-email", help="Only people in office the registry has no e-mail address for."
-        ),
+        typer.Option("--without-email", help="Only people in office the registry has no e-mail address for."),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
