@@ -21,7 +21,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import IO
@@ -368,17 +368,12 @@ class _Reader:
                 notes.append(f"{mark} {entry.full_name} holds no other office in the register: not imported")
                 continue
             target = result[candidates[0]]
-            changes: dict[str, object] = {mark: True}
-            if target.email is None and entry.email is not None:
-                changes["email"] = entry.email
-            result[candidates[0]] = _replace(target, **changes)
+            email = target.email if target.email is not None else entry.email
+            if mark == "locoburgemeester":
+                result[candidates[0]] = replace(target, locoburgemeester=True, email=email)
+            else:
+                result[candidates[0]] = replace(target, fractievoorzitter=True, email=email)
         return result
-
-
-def _replace(office: Office, **changes: object) -> Office:
-    from dataclasses import replace
-
-    return replace(office, **changes)  # type: ignore[arg-type]
 
 
 # --- element helpers ------------------------------------------------------------------------------

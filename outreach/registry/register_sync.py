@@ -51,6 +51,7 @@ REGISTER_ROLES = (
     Role.GRIFFIER.value,
     Role.GRIFFIE.value,
 )
+TAKEN = "(taken over by this import)"  # in the loaded copy of a hand-imported row, never stored
 MAX_WETHOUDERS = 9
 VERIFIED_WITHIN = timedelta(days=365)
 _CHUNK = 500
@@ -412,7 +413,8 @@ class _Sync:
         return None
 
     def _claim(self, row: dict[str, Any]) -> None:
-        row["register_id"] = "(taken)"
+        """Mark a hand-imported row as taken by this import: no second office takes it over."""
+        row["register_id"] = TAKEN
         key = person_key(row["voorletters"], row["tussenvoegsel"], row["achternaam"])
         if row["municipality_id"] is not None:
             self.by_person.pop((int(row["municipality_id"]), str(row["role"]), key), None)
@@ -528,7 +530,7 @@ class _Sync:
         if not self.result.passed_over["end date passed, never in the registry"]:
             del self.result.passed_over["end date passed, never in the registry"]
         for register_id, row in self.registered.items():
-            if register_id in seen or not row["active"] or row["register_id"] == "(taken)":
+            if register_id in seen or not row["active"]:
                 continue
             if row["municipality_id"] is None:
                 continue
