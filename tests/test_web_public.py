@@ -566,3 +566,26 @@ def test_outreach_send_uses_the_base_url_for_the_letters_links(
         r"List-Unsubscribe: <mailto:[^>]+>,\s+<https://post\.hetvergetenkind\.nl/afmelden/[a-z2-7]{16}>", raw
     )
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+
+
+def test_concurrent_posts_are_recorded_once_each(web_site: WebSite) -> None:
+    """Many clients at once (the writer commits them in batches): each letter's opt-out exactly once,
+    also when the same letter is posted several times in the same moment."""
+    import asyncio
+
+    addresses = add_raadsleden(web_site.engine, 20)
+    web_site.send("eerste")
+    urls = [web_site.letter(a).unsubscribe_url for a in addresses] * 3
+
+    async def post_all() -> list[int]:
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=30)) as client:
+            responses = await asyncio.gather(*(client.post(url, data=ONE_CLICK) for url in urls))
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(post_all()) == [200] * 60
+    recorded = events(web_site.engine, EventKind.OPT_OUT)
+    assert len(recorded) == 20
+    assert len({e.delivery_id for e in recorded}) == 20
+    with web_site.engine.connect() as conn:
+        reasons = conn.execute(select(SUPPRESSION.c.reason, SUPPRESSION.c.source)).all()
+    assert sorted(tuple(r) for r in reasons) == [("opt-out", "web")] * 20

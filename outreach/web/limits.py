@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import threading
@@ -74,6 +75,7 @@ def client_address(request: Request, trusted_proxies: tuple[IpNetwork, ...] = ()
     return peer
 
 
+@functools.lru_cache(maxsize=4096)
 def _in(address: str, networks: tuple[IpNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,8 +17,10 @@ TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
 
 
+@functools.lru_cache(maxsize=64)
 def _static_url(name: str) -> str:
-    """``/static/<name>?v=<hash>``: a relative URL (right behind any proxy) that changes with the file."""
+    """``/static/<name>?v=<hash>``: a relative URL (right behind any proxy) that changes with the file.
+    Computed once per process: a new release restarts the server."""
     path = STATIC_DIR / name
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10] if path.is_file() else "0"
     return f"/static/{name}?v={digest}"
@@ -37,6 +40,9 @@ class Pages:
             undefined=StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
+            # Templates are compiled once: checking every file's mtime on each render was a third of
+            # a request's time (bench/web_bench.py). Restart the server after changing a template.
+            auto_reload=False,
         )
         self.env.globals["static"] = _static_url
         self.env.globals.update(globals or {})

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,10 +25,12 @@ from starlette.routing import Route
 from outreach.config import Settings
 from outreach.errors import OutreachError
 from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.ids import is_token
 from outreach.web.app import create_app
 from outreach.web.limits import RateLimiter, client_address, parse_networks
 from outreach.web.pages import Pages
 from outreach.web.public import store, texts
+from outreach.web.public.writer import OptOutWriter
 from outreach.web.security import SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -34,6 +39,7 @@ ORGANISATION = "Het Vergeten Kind"  # the sender named on pages whose campaign f
 # Pages about one person's letter: never stored by a proxy or the browser's history cache, never indexed.
 PRIVATE = {"cache-control": "no-store", "x-robots-tag": "noindex, nofollow"}
 NO_STORE = {"cache-control": "no-store"}
+PAGES = ("afmelden.html", "afgemeld.html", "aanmelden.html", "aangemeld.html", "error.html")
 MAX_FIELDS = 8  # the forms have at most three fields; a one-click body one
 
 T = TypeVar("T")
@@ -55,6 +61,7 @@ class PublicSite:
         self.settings = settings
         self.proxies = parse_networks(settings.web_trusted_proxies)
         self.limiter = RateLimiter(per_minute=settings.web_rate_limit)
+        self.writer = OptOutWriter(engine)
         self._senders: dict[str, Sender] = {}
 
     def sender(self, slug: str) -> Sender:
@@ -125,16 +132,21 @@ async def unsubscribe_page(request: Request) -> Response:
 
 
 async def unsubscribe(request: Request) -> Response:
-    letter = await _letter(request)
     site = _site(request)
+    site.limit(request)
+    token = request.path_params["token"]
+    if not is_token(token.lower()):
+        raise HTTPException(404)
     form = await _form(request)
     one_click = form.get("List-Unsubscribe") == "One-Click"  # RFC 8058: a mail client's one-click POST
     choice = "alles" if one_click else form.get("keuze")
     if choice not in ("alles", "campagne"):
         raise HTTPException(400)
     scope: store.Scope = "all" if choice == "alles" else "campaign"
-    token = request.path_params["token"]
-    await site.run(store.record_opt_out, site.engine, token, scope, one_click=one_click)
+    outcome = await site.writer.record(token, scope, one_click=one_click)
+    if outcome is None:
+        raise HTTPException(404)
+    letter, _ = outcome
     context = _context(site, letter, token) | {"scope": scope}
     return _pages(request).render(request, "afgemeld.html", context, headers=PRIVATE)
 
@@ -212,9 +224,28 @@ def build_public_app(engine: Engine, settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/robots.txt", robots, methods=["GET"]),
     ]
+    site = PublicSite(engine, settings)
+    pages = Pages([TEMPLATES], globals={"site_name": ORGANISATION})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for name in PAGES:  # compiled before the first visitor, not during the first burst
+            pages.env.get_template(name)
+        # What start-up built lives as long as the process: the collector need not walk it again.
+        gc.freeze()
+        # The writer thread needs the GIL back after each SQLite call; with the event loop busy it waited
+        # the default 5 ms switch interval every time, a batch several times over.
+        sys.setswitchinterval(0.0005)
+        site.writer.start()
+        try:
+            yield
+        finally:
+            site.writer.stop()
+
     return create_app(
         routes,
-        pages=Pages([TEMPLATES], globals={"site_name": ORGANISATION}),
+        lifespan=lifespan,
+        pages=pages,
         security=SecurityHeaders.for_base_url(settings.web_base_url),
-        state={"site": PublicSite(engine, settings)},
+        state={"site": site},
     )

@@ -8,12 +8,14 @@ repeated POST (a double click, a mail client that retries) change nothing more.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, and_, create_engine, select, update
 
+from outreach.db import dialect_insert
 from outreach.letters.ids import is_token
 from outreach.models import DeliveryState, EventKind, utcnow
 from outreach.registry.keys import email_hash
@@ -25,8 +27,6 @@ from outreach.tracking.events import (
     SKIP_REASONS,
     SUPPRESSION,
     insert_event,
-    skip_unsent,
-    suppress,
 )
 
 Scope = Literal["all", "campaign"]
@@ -36,6 +36,8 @@ SKIP_CAMPAIGN = "opted out of this campaign"
 # A held letter would be planned again (pending) after the next approval: it is skipped too, since no
 # suppression will stop it then.
 CAMPAIGN_UNSENT = [s.value for s in (DeliveryState.PENDING, DeliveryState.DEFERRED, DeliveryState.HELD)]
+# What the tracker's skip_unsent stops for an opt-out of everything (planning skips held letters again).
+UNSENT = [DeliveryState.PENDING.value, DeliveryState.DEFERRED.value]
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,6 @@ class Letter:
 class OptOutResult:
     recorded: bool  # False: this choice was recorded before (a repeated POST)
     suppressed: bool  # a new suppression of the address
-    skipped: int  # letters not yet sent that will not go out
 
 
 @dataclass(frozen=True)
@@ -79,41 +80,24 @@ def dedupe_key(kind: str, delivery_id: int, choice: str) -> str:
     return f"web:{kind}:{delivery_id}:{choice}"
 
 
-def find_letter(conn: Connection, token: str) -> Letter | None:
-    """The letter behind ``token``; None for anything that is not one of our tokens."""
-    token = token.lower()
-    if not is_token(token):
-        return None
-    row = conn.execute(
-        select(
-            DELIVERY.c.id,
-            DELIVERY.c.campaign_id,
-            DELIVERY.c.contact_id,
-            CAMPAIGN.c.slug,
-            CAMPAIGN.c.name,
-            CONTACT.c.email_key,
-            CONTACT.c.opted_in_at,
+def _letters_select() -> Any:
+    return select(
+        DELIVERY.c.id,
+        DELIVERY.c.token,
+        DELIVERY.c.campaign_id,
+        DELIVERY.c.contact_id,
+        CAMPAIGN.c.slug,
+        CAMPAIGN.c.name,
+        CONTACT.c.email_key,
+        CONTACT.c.opted_in_at,
+    ).select_from(
+        DELIVERY.join(CAMPAIGN, CAMPAIGN.c.id == DELIVERY.c.campaign_id).outerjoin(
+            CONTACT, CONTACT.c.id == DELIVERY.c.contact_id
         )
-        .select_from(
-            DELIVERY.join(CAMPAIGN, CAMPAIGN.c.id == DELIVERY.c.campaign_id).outerjoin(
-                CONTACT, CONTACT.c.id == DELIVERY.c.contact_id
-            )
-        )
-        .where(DELIVERY.c.token == token)
-    ).first()
-    if row is None:
-        return None
-    suppression = None
-    if row.email_key is not None:
-        suppression = conn.execute(
-            select(SUPPRESSION.c.reason).where(SUPPRESSION.c.key_hash == email_hash(row.email_key))
-        ).scalar()
-    campaign_opt_out = (
-        conn.execute(
-            select(EVENT.c.id).where(EVENT.c.dedupe_key == dedupe_key("opt-out", row.id, "campaign"))
-        ).first()
-        is not None
     )
+
+
+def _letter(row: Any, suppression: str | None = None, campaign_opt_out: bool = False) -> Letter:
     return Letter(
         delivery_id=row.id,
         campaign_id=row.campaign_id,
@@ -125,6 +109,39 @@ def find_letter(conn: Connection, token: str) -> Letter | None:
         campaign_opt_out=campaign_opt_out,
         opted_in_at=row.opted_in_at,
     )
+
+
+def find_letters(conn: Connection, tokens: Sequence[str]) -> dict[str, Letter]:
+    """The letters behind these tokens (lowercased), in one query; without suppression or earlier choice."""
+    wanted = sorted({t.lower() for t in tokens if is_token(t.lower())})
+    if not wanted:
+        return {}
+    rows = conn.execute(_letters_select().where(DELIVERY.c.token.in_(wanted)))
+    return {row.token: _letter(row) for row in rows}
+
+
+def find_letter(conn: Connection, token: str) -> Letter | None:
+    """The letter behind ``token`` with the address's suppression and an earlier "this campaign only";
+    None for anything that is not one of our tokens."""
+    token = token.lower()
+    if not is_token(token):
+        return None
+    row = conn.execute(_letters_select().where(DELIVERY.c.token == token)).first()
+    if row is None:
+        return None
+    suppression = None
+    campaign_opt_out = False
+    if row.email_key is not None:
+        suppression = conn.execute(
+            select(SUPPRESSION.c.reason).where(SUPPRESSION.c.key_hash == email_hash(row.email_key))
+        ).scalar()
+        campaign_opt_out = (
+            conn.execute(
+                select(EVENT.c.id).where(EVENT.c.dedupe_key == dedupe_key("opt-out", row.id, "campaign"))
+            ).first()
+            is not None
+        )
+    return _letter(row, suppression, campaign_opt_out)
 
 
 def load_letter(engine: Engine, token: str) -> Letter | None:
@@ -146,45 +163,109 @@ def _event(letter: Letter, kind: EventKind, choice: str, text: str, now: datetim
     }
 
 
+@dataclass(frozen=True)
+class OptOutRequest:
+    token: str
+    scope: Scope
+    one_click: bool = False
+
+
+def opt_out_many(
+    conn: Connection, requests: Sequence[OptOutRequest], *, now: datetime | None = None
+) -> list[tuple[Letter, OptOutResult] | None]:
+    """Record a batch of opt-outs in the caller's transaction, with a handful of statements whatever its
+    size (the writer's group commit): one SELECT of the letters, one INSERT of the events, one of the
+    suppressions, one UPDATE of the letters not yet sent. Per request: None for an unknown token, else
+    the letter and what was done. ``all`` suppresses the address and skips its unsent letters of every
+    campaign, as the tracker does; ``campaign`` skips that campaign's unsent letters only. An erased
+    person has nothing left to opt out of: nothing is recorded. A choice recorded before (a repeated
+    POST, or the same one twice in the batch) is not recorded again."""
+    now = now or utcnow()
+    letters = find_letters(conn, [r.token for r in requests])
+    events: dict[str, dict[str, Any]] = {}
+    meta: dict[str, tuple[str, Scope]] = {}  # dedupe_key -> (address, scope)
+    for request in requests:
+        letter = letters.get(request.token.lower())
+        if letter is None or letter.email_key is None:
+            continue
+        how = "one-click (List-Unsubscribe-Post)" if request.one_click else "webpagina"
+        what = "alle post" if request.scope == "all" else f"alleen campagne {letter.campaign_slug}"
+        values = _event(letter, EventKind.OPT_OUT, request.scope, f"afgemeld via {how}: {what}", now)
+        events.setdefault(values["dedupe_key"], values)
+        meta[values["dedupe_key"]] = (letter.email_key, request.scope)
+    recorded: set[str] = set()
+    if events:
+        stmt = (
+            dialect_insert(conn.engine)(EVENT)
+            .values(list(events.values()))
+            .on_conflict_do_nothing(index_elements=["dedupe_key"])
+            .returning(EVENT.c.dedupe_key)
+        )
+        recorded = {str(key) for key in conn.execute(stmt).scalars()}
+    everything = sorted({address for k, (address, scope) in meta.items() if k in recorded and scope == "all"})
+    suppressed: set[str] = set()
+    if everything:
+        stmt = (
+            dialect_insert(conn.engine)(SUPPRESSION)
+            .values(
+                [
+                    {
+                        "key_hash": email_hash(key),
+                        "email_key": key,
+                        "reason": "opt-out",
+                        "source": SOURCE,
+                        "created_at": now,
+                    }
+                    for key in everything
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["key_hash"])
+            .returning(SUPPRESSION.c.email_key)
+        )
+        suppressed = {str(key) for key in conn.execute(stmt).scalars()}
+        _skip(conn, everything, None, UNSENT, SKIP_REASONS["opt-out"], now)
+    for key, (address, scope) in meta.items():
+        if key in recorded and scope == "campaign":
+            campaign = events[key]["campaign_id"]
+            _skip(conn, [address], campaign, CAMPAIGN_UNSENT, SKIP_CAMPAIGN, now)
+
+    outcomes: list[tuple[Letter, OptOutResult] | None] = []
+    first_of: set[str] = set()
+    for request in requests:
+        letter = letters.get(request.token.lower())
+        if letter is None:
+            outcomes.append(None)
+            continue
+        key = dedupe_key(EventKind.OPT_OUT.value, letter.delivery_id, request.scope)
+        new = key in recorded and key not in first_of
+        first_of.add(key)
+        fresh = new and request.scope == "all" and letter.email_key in suppressed
+        outcomes.append((letter, OptOutResult(recorded=new, suppressed=fresh)))
+    return outcomes
+
+
+def _skip(
+    conn: Connection, keys: list[str], campaign_id: int | None, states: list[str], reason: str, now: datetime
+) -> None:
+    """Letters to these addresses (in this campaign) that have not gone out will not go out."""
+    contacts = select(CONTACT.c.id).where(CONTACT.c.email_key.in_(keys)).scalar_subquery()
+    stmt = update(DELIVERY).where(DELIVERY.c.contact_id.in_(contacts)).where(DELIVERY.c.state.in_(states))
+    if campaign_id is not None:
+        stmt = stmt.where(DELIVERY.c.campaign_id == campaign_id)
+    conn.execute(
+        stmt.values(
+            state=DeliveryState.SKIPPED.value, skip_reason=reason, next_attempt_at=None, updated_at=now
+        )
+    )
+
+
 def record_opt_out(
     engine: Engine, token: str, scope: Scope, *, one_click: bool = False, now: datetime | None = None
 ) -> OptOutResult | None:
-    """Opt out the address of ``token``'s letter: of everything (``all``: the suppression and the skipped
-    letters of every campaign, as the tracker does) or of this campaign's remaining letters only. None
-    for an unknown token. An erased person has nothing left to opt out of: nothing is recorded."""
-    now = now or utcnow()
+    """One opt-out in a transaction of its own."""
     with engine.begin() as conn:
-        letter = find_letter(conn, token)
-        if letter is None:
-            return None
-        key = letter.email_key
-        if key is None:
-            return OptOutResult(recorded=False, suppressed=False, skipped=0)
-        how = "one-click (List-Unsubscribe-Post)" if one_click else "webpagina"
-        what = "alle post" if scope == "all" else f"alleen campagne {letter.campaign_slug}"
-        event_id = insert_event(
-            conn, _event(letter, EventKind.OPT_OUT, scope, f"afgemeld via {how}: {what}", now)
-        )
-        if event_id is None:
-            return OptOutResult(recorded=False, suppressed=False, skipped=0)
-        if scope == "all":
-            suppressed = suppress(conn, key, "opt-out", SOURCE, now)
-            skipped = skip_unsent(conn, key, SKIP_REASONS["opt-out"], now)
-            return OptOutResult(recorded=True, suppressed=suppressed, skipped=skipped)
-        contacts = select(CONTACT.c.id).where(CONTACT.c.email_key == key).scalar_subquery()
-        skipped = conn.execute(
-            update(DELIVERY)
-            .where(DELIVERY.c.campaign_id == letter.campaign_id)
-            .where(DELIVERY.c.contact_id.in_(contacts))
-            .where(DELIVERY.c.state.in_(CAMPAIGN_UNSENT))
-            .values(
-                state=DeliveryState.SKIPPED.value,
-                skip_reason=SKIP_CAMPAIGN,
-                next_attempt_at=None,
-                updated_at=now,
-            )
-        ).rowcount
-        return OptOutResult(recorded=True, suppressed=False, skipped=int(skipped or 0))
+        [done] = opt_out_many(conn, [OptOutRequest(token, scope, one_click)], now=now)
+    return done[1] if done is not None else None
 
 
 def record_opt_in(

@@ -1,0 +1,126 @@
+"""One thread records the one-click opt-outs, many in one transaction (a group commit).
+
+Fifty mail clients unsubscribing at once would otherwise be fifty transactions, each taking SQLite's
+write lock in turn beside a running send (and sleeping in SQLite's busy handler while they wait: the
+long tail of the first measurement, docs/performance.md *Web*). Requests that arrive while a batch is
+being committed form the next batch; under light load a batch is one request and nothing waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, event
+
+from outreach.db import make_engine
+from outreach.models import utcnow
+from outreach.sending.writer import WalCheckpointer
+from outreach.web.public import store
+
+log = logging.getLogger(__name__)
+MAX_BATCH = 200
+
+Outcome = tuple[store.Letter, store.OptOutResult] | None
+
+
+@dataclass(frozen=True)
+class _Request:
+    token: str
+    scope: store.Scope
+    one_click: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Outcome]
+
+
+class OptOutWriter:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = self._shared = engine
+        self._checkpointer: WalCheckpointer | None = None
+        path = engine.url.database
+        if engine.dialect.name == "sqlite" and path not in (None, "", ":memory:"):
+            # As the sender does: the writer's commits never checkpoint the WAL themselves (a commit
+            # that did stalled a whole batch by ~100 ms); a thread of its own checkpoints PASSIVE.
+            self.engine = make_engine(str(engine.url))
+            event.listen(self.engine, "connect", _no_autocheckpoint)
+            self._checkpointer = WalCheckpointer(str(path))
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="opt-out-writer", daemon=True)
+        self._thread.start()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(30)
+            self._thread = None
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
+        if self.engine is not self._shared:
+            self.engine.dispose()  # our own (SQLite); the shared engine belongs to the app
+
+    async def record(self, token: str, scope: store.Scope, *, one_click: bool) -> Outcome:
+        assert self._thread is not None, "start() the writer with the app (its lifespan)"
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._queue.put(_Request(token, scope, one_click, loop, future))
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._write(batch)
+            if stop:
+                return
+
+    def _write(self, batch: list[_Request]) -> None:
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                outcomes = store.opt_out_many(
+                    conn, [store.OptOutRequest(r.token, r.scope, r.one_click) for r in batch], now=now
+                )
+        except Exception as exc:  # the database failed: every request of the batch gets the 500 page
+            log.error("recording %d opt-out(s) failed: %s", len(batch), type(exc).__name__)
+            for request in batch:
+                request.loop.call_soon_threadsafe(_fail, request.future, exc)
+            return
+        for request, outcome in zip(batch, outcomes, strict=True):
+            request.loop.call_soon_threadsafe(_resolve, request.future, outcome)
+
+
+def _no_autocheckpoint(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+
+def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():  # the client may have gone away; what it asked for is recorded anyway
+        future.set_result(outcome)
+
+
+def _fail(future: asyncio.Future[Outcome], exc: Exception) -> None:
+    if not future.done():
+        future.set_exception(exc)
