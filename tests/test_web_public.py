@@ -184,7 +184,8 @@ def test_a_post_without_a_choice_is_refused(sent: tuple[WebSite, list[str]]) -> 
     site, addresses = sent
     before = site.counts()
     url = site.letter(addresses[0]).unsubscribe_url
-    for data in ({}, {"keuze": "iets"}, {"List-Unsubscribe": "Two-Clicks"}):
+    too_many = {f"veld{n}": "x" for n in range(20)} | ONE_CLICK
+    for data in ({}, {"keuze": "iets"}, {"List-Unsubscribe": "Two-Clicks"}, too_many):
         response = httpx.post(url, data=data)
         assert response.status_code == 400
         assert "Dit verzoek begrijpen we niet" in response.text
