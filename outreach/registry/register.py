@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import IO
 
@@ -75,6 +76,7 @@ class Office:
     name_key: str = ""
 
 
+@lru_cache(maxsize=65536)  # the sync folds the name of every hand-imported contact in the five roles
 def person_key(voorletters: str | None, tussenvoegsel: str | None, achternaam: str | None) -> str:
     return fold(" ".join(p for p in (voorletters, tussenvoegsel, achternaam) if p))
 

@@ -51,7 +51,7 @@ REGISTER_ROLES = (
     Role.GRIFFIER.value,
     Role.GRIFFIE.value,
 )
-TAKEN = "(taken over by this import)"  # in the loaded copy of a hand-imported row, never stored
+NEW = -1  # the holder of an office key that a row inserted by this import takes
 MAX_WETHOUDERS = 9
 VERIFIED_WITHIN = timedelta(days=365)
 _CHUNK = 500
@@ -259,23 +259,38 @@ class _Sync:
             str(r["register_id"]): dict(r)
             for r in conn.execute(select(*columns).where(CONTACT.c.register_id.is_not(None))).mappings()
         }
-        # Rows from council lists in the register's roles: offices the register may take over.
-        self.by_office_key: dict[str, dict[str, Any]] = {}
-        self.by_person: dict[tuple[int, str, str], list[dict[str, Any]]] = defaultdict(list)
-        unclaimed = select(*columns).where(
-            CONTACT.c.register_id.is_(None), CONTACT.c.role.in_(REGISTER_ROLES)
-        )
-        for r in conn.execute(unclaimed).mappings():
-            row = dict(r)
-            if row["office_key"]:
-                self.by_office_key[row["office_key"]] = row
-            if row["municipality_id"] is not None and row["email"]:
-                key = person_key(row["voorletters"], row["tussenvoegsel"], row["achternaam"])
-                self.by_person[(int(row["municipality_id"]), str(row["role"]), key)].append(row)
+        # Rows from council lists in the register's roles, which the register may take over: only their
+        # keys are held (a registry may hold 100,000 of them); a row taken over is read in full then.
+        self.columns = columns
+        self.holders: dict[str, int] = {}  # office_key -> contact id (NEW: a row this import adds)
+        self.unclaimed: set[int] = set()
+        self.by_person: dict[tuple[int, str, str], list[int]] = defaultdict(list)
+        unclaimed = select(
+            CONTACT.c.id,
+            CONTACT.c.office_key,
+            CONTACT.c.municipality_id,
+            CONTACT.c.role,
+            CONTACT.c.voorletters,
+            CONTACT.c.tussenvoegsel,
+            CONTACT.c.achternaam,
+        ).where(CONTACT.c.register_id.is_(None), CONTACT.c.role.in_(REGISTER_ROLES))
+        for cid, key, municipality_id, role, voorletters, tussenvoegsel, achternaam in conn.execute(
+            unclaimed
+        ):
+            self.unclaimed.add(cid)
+            if key:  # only a row with an address has one: the address is what a take-over keeps
+                self.holders[key] = cid
+                if municipality_id is not None:
+                    name = person_key(voorletters, tussenvoegsel, achternaam)
+                    self.by_person[(municipality_id, role, name)].append(cid)
         # Every office key in use among register rows too: an address the register moves to must be free.
         for row in self.registered.values():
             if row["office_key"]:
-                self.by_office_key.setdefault(row["office_key"], row)
+                self.holders.setdefault(row["office_key"], int(row["id"]))
+
+    def _fetch(self, contact_id: int) -> dict[str, Any]:
+        row = self.conn.execute(select(*self.columns).where(CONTACT.c.id == contact_id)).mappings().one()
+        return dict(row)
 
     def _forgotten(self, register_ids: Sequence[str]) -> set[str]:
         """Register ids erased with `contacts forget register:ID`: passed over."""
@@ -397,27 +412,22 @@ class _Sync:
         """A hand-imported row of the same office: by address, else (one match only) by name."""
         cbs = self.municipality_codes[municipality_id]
         if email is not None:
-            row = self.by_office_key.get(
+            holder = self.holders.get(
                 office_key(email_key(self.addresses.normalize(email)), cbs, office.role)
             )
-            if row is not None and row["register_id"] is None:
-                self._claim(row)
-                return row
+            if holder is not None and holder in self.unclaimed:
+                return self._claim(holder)
         if office.role == Role.GRIFFIE.value:
             return None
         candidates = self.by_person.get((municipality_id, office.role, office.name_key), [])
-        if len(candidates) == 1 and candidates[0]["register_id"] is None:
-            row = candidates[0]
-            self._claim(row)
-            return row
+        if len(candidates) == 1 and candidates[0] in self.unclaimed:
+            return self._claim(candidates[0])
         return None
 
-    def _claim(self, row: dict[str, Any]) -> None:
-        """Mark a hand-imported row as taken by this import: no second office takes it over."""
-        row["register_id"] = TAKEN
-        key = person_key(row["voorletters"], row["tussenvoegsel"], row["achternaam"])
-        if row["municipality_id"] is not None:
-            self.by_person.pop((int(row["municipality_id"]), str(row["role"]), key), None)
+    def _claim(self, contact_id: int) -> dict[str, Any]:
+        """Take a hand-imported row over for this import's office: no second office takes it over."""
+        self.unclaimed.discard(contact_id)
+        return self._fetch(contact_id)
 
     def _retire(self, row: dict[str, Any], source: str) -> None:
         """A register row without an address whose office a hand-imported row now holds: kept, inactive."""
@@ -455,16 +465,17 @@ class _Sync:
         if email is not None and email != row["register_email"] and email != row["email"]:
             cbs = self.municipality_codes[int(row["municipality_id"])]
             address = self._address(email, cbs, str(row["role"]))
-            holder = self.by_office_key.get(address["office_key"])
-            if holder is not None and holder["id"] != row["id"]:
+            holder = self.holders.get(address["office_key"])
+            if holder is not None and holder != row["id"]:
+                who = "another contact this import adds" if holder == NEW else f"contact #{holder}"
                 self.result.anomalies[municipality].append(
                     f"{office.role} {office.full_name}: the register's new address {email} is already held "
-                    f"by contact #{holder['id']}: kept {row['email'] or 'no address'}"
+                    f"by {who}: kept {row['email'] or 'no address'}"
                 )
             else:
                 values.update(address)
                 fields.append(("email", _text(row["email"]), email))
-                self.by_office_key[address["office_key"]] = row
+                self.holders[address["office_key"]] = int(row["id"])
         if email != row["register_email"] and not fields and not values:
             values["register_email"] = email  # bookkeeping only: the row itself is unchanged
         return values, fields
@@ -487,10 +498,9 @@ class _Sync:
         address = dict.fromkeys(_EMAIL_FIELDS)
         if email is not None:
             candidate = self._address(email, cbs, office.role)
-            holder = self.by_office_key.get(candidate["office_key"])
-            if holder is None:
+            if candidate["office_key"] not in self.holders:
                 address = candidate
-                self.by_office_key[candidate["office_key"]] = {"id": None, "register_id": office.register_id}
+                self.holders[candidate["office_key"]] = NEW
             else:
                 self.result.anomalies[municipality].append(
                     f"{office.role} {office.full_name}: address {email} is already held by another "
