@@ -321,6 +321,7 @@ def test_with_a_password_every_page_needs_a_login(start_review: StartReview) -> 
         assert client.get("/").headers["location"] == "/login"
         assert client.get("/letters/1/frame").status_code == 303
         login = client.get("/login")
+        assert "Log out" not in login.text
         before = client.cookies[COOKIE]
         assert client.post("/login", data={"password": "geheim wachtwoord"}).status_code == 403  # no CSRF
         wrong = client.post("/login", data={"csrf": csrf_of(login.text), "password": "fout"})

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from outreach.cli.common import app_context, err_console
+from outreach.cli.common import app_context
 from outreach.errors import ConfigError
 from outreach.review.checked import ReviewCache
 from outreach.web.review.app import create_review_app
@@ -59,16 +59,16 @@ def review(
         context = app_context(ctx)
         engine = context.engine()
         cache = ReviewCache(engine, context.settings.templates)
-        err_console.print(f"Checking every letter of campaign {campaign} ...", markup=False)
+        typer.echo(f"Checking every letter of campaign {campaign} ...", err=True)
         checked = cache.get(campaign)
     except BaseException:
         sock.close()
         raise
     report = checked.report
-    err_console.print(
+    typer.echo(
         f"{report.recipients} recipients, {report.rendered} letters render, {len(report.failures)} fail, "
         f"{report.suppressed} suppressed, {report.invalid} unusable ({checked.seconds:.1f} s)",
-        markup=False,
+        err=True,
     )
     app = create_review_app(
         engine, context.settings.templates, campaign, password=password, loopback=loopback, cache=cache
