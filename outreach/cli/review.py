@@ -76,12 +76,13 @@ def review(
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
     url = f"http://{shown}:{bound}/"
-    typer.echo(f"Review of campaign {campaign} at {url} (Ctrl+C to stop)")
 
-    def open_browser() -> None:
-        threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
+    def started() -> None:  # said once the server accepts, so the address works when it is read
+        typer.echo(f"Review of campaign {campaign} at {url} (Ctrl+C to stop)")
+        if not no_browser:
+            threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
 
-    run_app(app, host, bound, sock=sock, on_started=None if no_browser else open_browser)
+    run_app(app, host, bound, sock=sock, on_started=started)
 
 
 def register(app: typer.Typer) -> None:
