@@ -57,6 +57,8 @@ def review_people(registry: Engine) -> Engine:
             session, "script@utrecht.nl", voornaam=SCRIPT_NAME, achternaam="Hacker", party=SCRIPT_NAME
         )
         add_contact(session, "griffie@utrecht.nl", role="griffie")
+        add_contact(session, "weth@utrecht.nl", role="wethouder", portfolio="Jeugd en onderwijs",
+                    voornaam="Wim", achternaam="Wethouder", aanspreekvorm="heer")  # fmt: skip
         add_contact(session, "cor@groningen.nl", cbs_code="GM0014", voorletters="C.", achternaam="Bos")
         add_contact(session, "griffie@groningen.nl", role="griffie", cbs_code="GM0014")
         add_contact(session, "afgemeld@utrecht.nl", achternaam="Weg", party="VVD")
@@ -70,7 +72,8 @@ def review_people(registry: Engine) -> Engine:
 @pytest.fixture
 def review_templates(tmp_path: Path) -> Path:
     root = tmp_path / "review-templates"
-    shutil.copytree(TEMPLATES / "2026", root / "2026")
+    for slug in ("2026", "wethouders-jeugd"):
+        shutil.copytree(TEMPLATES / slug, root / slug)
     return root
 
 
@@ -79,12 +82,14 @@ StartReview = Callable[..., AbstractContextManager[ReviewSite]]
 
 @pytest.fixture
 def start_review(review_people: Engine, review_templates: Path) -> StartReview:
-    """``with start_review(password=None, loopback=True) as site:`` the review of campaign 2026 under
-    uvicorn on 127.0.0.1."""
+    """``with start_review(password=None, loopback=True, slug="2026") as site:`` the review of a
+    campaign under uvicorn on 127.0.0.1."""
 
     @contextmanager
-    def start(*, password: str | None = None, loopback: bool = True) -> Iterator[ReviewSite]:
-        app = create_review_app(review_people, review_templates, "2026", password=password, loopback=loopback)
+    def start(
+        *, password: str | None = None, loopback: bool = True, slug: str = "2026"
+    ) -> Iterator[ReviewSite]:
+        app = create_review_app(review_people, review_templates, slug, password=password, loopback=loopback)
         with serve(app) as url:
             yield ReviewSite(url, review_people, review_templates)
 

@@ -386,3 +386,24 @@ def test_a_port_in_use_is_a_one_line_error(runner: CliRunner, db_url: str) -> No
     assert result.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_the_pdf_letter_is_an_attachment_to_open(start_review: StartReview) -> None:
+    """wethouders-jeugd sends a formal PDF letter per recipient (WeasyPrint): the review shows the one
+    this recipient gets, composed by the same composer as `send`, with its kenmerk."""
+    with start_review(slug="wethouders-jeugd") as site, site.client() as client:
+        wim = contact_id(site, client, "weth@utrecht.nl")
+        page = client.get(f"/letters/{wim}").text
+        pdf = client.get(f"/letters/{wim}/attachments/0")
+        download = client.get(f"/letters/{wim}/attachments/0", params={"download": "1"})
+    link = re.search(r'<a href="/letters/\d+/attachments/0">(Brief aan [^<]+\.pdf)</a>', page)
+    assert link, "the PDF letter is listed among the attachments"
+    assert "Wim Wethouder" in link.group(1)
+    kenmerk = re.search(r"<code>kenmerk</code></th><td>([^<]+)</td>", page)
+    assert kenmerk and kenmerk.group(1).startswith("HVK/")
+    assert kenmerk.group(1).replace("/", "-") in html.unescape(link.group(1))
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF-")
+    disposition = download.headers["content-disposition"]
+    assert disposition.startswith('attachment; filename="Brief_aan_Wim_Wethouder_HVK-')
+    assert "filename*=UTF-8''Brief%20aan%20Wim%20Wethouder%20%E2%80%93%20HVK-" in disposition

@@ -12,6 +12,9 @@ import typer
 
 from outreach.cli.common import app_context
 from outreach.errors import ConfigError
+from outreach.letters.approval import ensure_campaign_row
+from outreach.letters.campaign import load_campaign
+from outreach.letters.kenmerk import store_campaign_kenmerk
 from outreach.review.checked import ReviewCache
 from outreach.web.review.app import create_review_app
 from outreach.web.server import bind, run_app
@@ -57,8 +60,14 @@ def review(
     sock = bind(host, port)  # a port in use is said before the check takes its seconds
     try:
         context = app_context(ctx)
+        settings = context.settings
         engine = context.engine()
-        cache = ReviewCache(engine, context.settings.templates)
+        # As `outreach approve` does: the campaign's kenmerk is fixed now, so the PDF letters the
+        # reviewer reads carry the kenmerk they will be sent with (and are laid out once, for both).
+        config = load_campaign(settings.templates, campaign)
+        with engine.begin() as conn:
+            store_campaign_kenmerk(conn, config, ensure_campaign_row(conn, config))
+        cache = ReviewCache(engine, settings.templates, web_base_url=settings.web_base_url)
         typer.echo(f"Checking every letter of campaign {campaign} ...", err=True)
         checked = cache.get(campaign)
     except BaseException:
@@ -71,7 +80,7 @@ def review(
         err=True,
     )
     app = create_review_app(
-        engine, context.settings.templates, campaign, password=password, loopback=loopback, cache=cache
+        engine, settings.templates, campaign, password=password, loopback=loopback, cache=cache
     )
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host

@@ -19,10 +19,10 @@ from typing import TypeVar, cast
 from sqlalchemy import Engine, func, select
 
 from outreach.letters.approval import FolderSnapshot, snapshot_folder
-from outreach.letters.campaign import CampaignConfig, campaign_folder, load_campaign
+from outreach.letters.campaign import CampaignConfig, campaign_folder, load_campaign, with_web_base_url
 from outreach.letters.compose import LetterComposer
 from outreach.letters.render import Recipient, table
-from outreach.letters.review import CheckReport, audience, check_campaign
+from outreach.letters.review import CheckReport, audience, check_campaign, composer_for
 from outreach.models import Contact, Suppression, utcnow
 from outreach.registry.keys import fold
 
@@ -97,14 +97,20 @@ class CheckedCampaign:
 
 
 def check(
-    engine: Engine, templates_dir: Path, slug: str, *, mark: RegistryMark | None = None
+    engine: Engine,
+    templates_dir: Path,
+    slug: str,
+    *,
+    mark: RegistryMark | None = None,
+    web_base_url: str | None = None,
 ) -> CheckedCampaign:
-    """Read the folder, load the campaign and check every letter (what `outreach check` does)."""
+    """Read the folder, load the campaign and check every letter (what `outreach check` does, with the
+    same composer: the campaign's kenmerk, the PDF store, the unsubscribe link of `outreach serve`)."""
     started = time.perf_counter()
     snapshot = snapshot_folder(campaign_folder(templates_dir, slug))
     mark = registry_mark(engine) if mark is None else mark
-    campaign = load_campaign(templates_dir, slug)
-    composer = LetterComposer(campaign)
+    campaign = with_web_base_url(load_campaign(templates_dir, slug), web_base_url)
+    composer = composer_for(engine, campaign)
     recipients = audience(engine, campaign)
     report = check_campaign(engine, campaign, recipients=recipients, composer=composer)
     return CheckedCampaign(
@@ -126,9 +132,10 @@ class ReviewCache:
     arrives while it runs waits for its result instead of starting another.
     """
 
-    def __init__(self, engine: Engine, templates_dir: Path) -> None:
+    def __init__(self, engine: Engine, templates_dir: Path, *, web_base_url: str | None = None) -> None:
         self.engine = engine
         self.templates_dir = templates_dir
+        self.web_base_url = web_base_url
         self._checked: dict[str, CheckedCampaign] = {}
         self._lock = threading.Lock()
 
@@ -140,6 +147,6 @@ class ReviewCache:
             cached = self._checked.get(slug)
             if cached is not None and cached.fingerprint == fingerprint and cached.mark == mark:
                 return cached
-            checked = check(self.engine, self.templates_dir, slug, mark=mark)
+            checked = check(self.engine, self.templates_dir, slug, mark=mark, web_base_url=self.web_base_url)
             self._checked[slug] = checked
             return checked

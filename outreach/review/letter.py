@@ -82,7 +82,10 @@ def letter_view(checked: CheckedCampaign, recipient: Recipient) -> LetterView:
     except OutreachError as exc:
         error = exc.message
     try:
-        merge = _merge_data(composer.templates.context(recipient, token=token, now=now))
+        context = composer.templates.context(
+            recipient, token=token, now=now, kenmerk=composer.kenmerk_of(recipient)
+        )
+        merge = _merge_data(context)
     except OutreachError:
         merge = []  # the unsubscribe URL template failed; the error above says so
     headers: list[tuple[str, str]] = []

@@ -37,14 +37,15 @@ def create_review_app(
     password: str | None = None,
     loopback: bool = True,
     cache: ReviewCache | None = None,
+    web_base_url: str | None = None,
 ) -> Starlette:
     """The review of campaign ``slug``. ``loopback``: the server listens on loopback only, so only
     loopback host names are accepted; elsewhere a ``password`` is required (the caller refuses to bind
-    without one)."""
+    without one). ``web_base_url``: where `outreach serve` answers, for the letters' links."""
     pages = Pages([TEMPLATES], globals={"review_static": _review_static, "site_name": "outreach review"})
     review = views.Review(
         engine=engine,
-        cache=cache or ReviewCache(engine, templates_dir),
+        cache=cache or ReviewCache(engine, templates_dir, web_base_url=web_base_url),
         slug=slug,
         access=Access(password),
         pages=pages,

@@ -8,7 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -42,7 +42,7 @@ LETTER_CSP = (
     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'; sandbox"
 )
 FORM_FIELDS = ("decision", "name", "comment", "reason", "fingerprint")
-_SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")  # what may stand in a quoted filename unencoded
 
 
 @dataclass
@@ -256,12 +256,24 @@ async def attachment(request: Request, review: Review, session: Session) -> Resp
     meta, part = found[index]
     payload = part.get_payload(decode=True)
     disposition = "attachment" if request.query_params.get("download") else "inline"
-    filename = _SAFE_FILENAME.sub("_", meta.filename) or "attachment"
     return Response(
         payload if isinstance(payload, bytes) else b"",
         media_type=meta.content_type,
-        headers={"content-disposition": f'{disposition}; filename="{filename}"', "cache-control": "no-store"},
+        headers={
+            "content-disposition": content_disposition(disposition, meta.filename),
+            "cache-control": "no-store",
+        },
     )
+
+
+def content_disposition(kind: str, filename: str) -> str:
+    """``attachment; filename="ascii"`` plus RFC 6266's ``filename*`` when the name is not plain ASCII
+    ('Brief aan Anna – HVK-2026-0003-0412.pdf')."""
+    fallback = _SAFE_FILENAME.sub("_", filename).strip("_.") or "attachment"
+    value = f'{kind}; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
 
 
 async def message_file(request: Request, review: Review, session: Session) -> Response:
@@ -271,11 +283,13 @@ async def message_file(request: Request, review: Review, session: Session) -> Re
         composed = await run_in_threadpool(compose_letter, checked, recipient)
     except OutreachError:
         raise HTTPException(404) from None
-    filename = _SAFE_FILENAME.sub("_", f"{review.slug}-{recipient.email}") + ".eml"
     return Response(
         composed.as_bytes(),
         media_type="message/rfc822",
-        headers={"content-disposition": f'attachment; filename="{filename}"', "cache-control": "no-store"},
+        headers={
+            "content-disposition": content_disposition("attachment", f"{review.slug}-{recipient.email}.eml"),
+            "cache-control": "no-store",
+        },
     )
 
 
