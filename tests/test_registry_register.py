@@ -24,9 +24,9 @@ from tests.fixtures_registry import WriteCsv
 from tests.fixtures_sending import CampaignFactory
 from tests.register_export import Org, Person, write_export
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "roo" / "sample-exportOO.xml"
-if not SAMPLE.is_file():  # a worktree under /work/wt/NAME: ../shared is two levels up from the repo
-    SAMPLE = Path("/work/shared/data/roo/sample-exportOO.xml")
+# A copy of ../shared/data/roo/sample-exportOO.xml (the register's structure; people and addresses are
+# fictional), so that a fresh clone tests without the shared folder.
+SAMPLE = Path(__file__).resolve().parent / "data" / "registry" / "sample-exportOO.xml"
 TODAY = date(2026, 4, 25)  # a few days after the sample's last datumMutatie
 
 

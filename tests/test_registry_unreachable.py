@@ -98,7 +98,7 @@ def test_check_and_report_commands_say_who_cannot_be_reached(
     campaign = make_campaign()
     checked = runner.invoke(app, ["--database", db_url, "check", "--campaign", campaign.slug])
     assert checked.exit_code == 0, checked.output
-    assert "2 of the 3 in the audience cannot be reached" in checked.stdout
+    assert "2 of the 3 in the audience cannot be reached by e-mail" in checked.stdout
     plan_deliveries(engine, campaign)
     shown = runner.invoke(app, ["--database", db_url, "report", "--campaign", campaign.slug, "--json"])
     assert shown.exit_code == 0, shown.output

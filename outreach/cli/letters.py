@@ -135,8 +135,9 @@ def check(ctx: typer.Context, campaign: CampaignOption, as_json: JsonOption = Fa
         )
     if report.no_email and not as_json:
         typer.echo(
-            f"{report.no_email} of the {report.recipients} in the audience cannot be reached: the registry "
-            "has no e-mail address for them (outreach contacts list shows them)"
+            f"{report.no_email} of the {report.recipients} in the audience cannot be reached by e-mail: the "
+            "registry has no address for them (`outreach contacts list --without-email` lists them; "
+            f"`outreach print --campaign {report.campaign}` writes their letters on paper)"
         )
     if not report.ok:
         sys.stderr.write(f"Error: campaign {report.campaign} is not ready: fix the problems above\n")
