@@ -23,6 +23,8 @@ def test_demo_runs_a_campaign_end_to_end_and_sends_each_letter_once(tmp_path: Pa
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stdout + result.stderr
+    # Every command closed the database: the write-ahead log is folded back into the file.
+    assert sorted(p.name for p in folder.glob("outreach.db*")) == ["outreach.db"]
 
     engine = create_engine(f"sqlite:///{folder / 'outreach.db'}")
     with engine.connect() as conn:

@@ -52,7 +52,7 @@ def people(registry: Engine) -> Engine:
     return registry
 
 
-def test_campaign_list_shows_both_campaigns(runner: CliRunner, db_url: str) -> None:
+def test_campaign_list_shows_both_campaigns(runner: CliRunner, db_url: str, engine: Engine) -> None:
     result = run(runner, db_url, ["campaign", "list", "--json"])
     assert result.exit_code == 0, result.output
     listed = {c["slug"]: c for c in json.loads(result.stdout)}
@@ -62,7 +62,7 @@ def test_campaign_list_shows_both_campaigns(runner: CliRunner, db_url: str) -> N
 
 
 def test_campaign_list_reports_a_broken_campaign_and_continues(
-    runner: CliRunner, db_url: str, tmp_path: Path
+    runner: CliRunner, db_url: str, engine: Engine, tmp_path: Path
 ) -> None:
     templates = tmp_path / "templates"
     shutil.copytree(TEMPLATES / "2026", templates / "2026")
@@ -82,7 +82,7 @@ def test_campaign_show_counts_the_audience(runner: CliRunner, db_url: str, peopl
     assert shown["window"] == "ma, di, wo, do, vr 08:00-18:00 (Europe/Amsterdam)"
 
 
-def test_unknown_campaign_is_an_error_line(runner: CliRunner, db_url: str) -> None:
+def test_unknown_campaign_is_an_error_line(runner: CliRunner, db_url: str, engine: Engine) -> None:
     result = run(runner, db_url, ["check", "--campaign", "bestaat-niet"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: campaign 'bestaat-niet': no campaign.toml")

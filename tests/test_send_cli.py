@@ -54,7 +54,7 @@ def test_send_without_yes_and_without_a_terminal_refuses(
     assert "confirm with --yes" in result.stderr
 
 
-def test_status_of_an_unknown_campaign_is_one_line(db_url: str, runner: CliRunner) -> None:
+def test_status_of_an_unknown_campaign_is_one_line(db_url: str, engine: Engine, runner: CliRunner) -> None:
     result = runner.invoke(app, ["status", "--campaign", "nope"], env={"OUTREACH_DATABASE_URL": db_url})
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: campaign nope has no deliveries yet")

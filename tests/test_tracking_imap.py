@@ -260,7 +260,7 @@ def test_cli_inbox_sync_and_unmatched(
     assert key_hash == email_hash("e.vandam@groningen.nl")
 
 
-def test_cli_sync_without_settings_is_a_clear_error(db_url: str, runner: CliRunner) -> None:
+def test_cli_sync_without_settings_is_a_clear_error(db_url: str, engine: Engine, runner: CliRunner) -> None:
     result = runner.invoke(app, ["--database", db_url, "inbox", "sync"])
     assert result.exit_code == 1
     assert result.stderr.startswith("Error: inbox sync needs OUTREACH_IMAP_HOST")

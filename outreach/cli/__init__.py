@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from outreach import __version__
-from outreach.cli import demo, letters, printing, registry, review, sending, tracking, web
+from outreach.cli import database, demo, letters, printing, registry, review, sending, tracking, web
 from outreach.cli.common import AppContext, contacts_app, new_typer
 from outreach.config import load_settings
 
@@ -59,7 +59,7 @@ def root(
 
 
 app.add_typer(contacts_app, name="contacts")
-for module in (registry, letters, printing, review, sending, tracking, web, demo):
+for module in (registry, letters, printing, review, sending, tracking, web, database, demo):
     module.register(app)
 
 

@@ -10,9 +10,10 @@ from typing import Any
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from outreach.config import Settings
-from outreach.db import open_database
+from outreach.db import database_error, open_database, reader
 from outreach.errors import OutreachError
 
 # Human output goes to stdout; errors, warnings and progress go to stderr so `--json` stays clean.
@@ -25,10 +26,15 @@ class AppContext:
     _engine: Engine | None = field(default=None, repr=False)
 
     def engine(self) -> Engine:
-        """The database, opened (and created or upgraded) on first use."""
+        """The database, opened (and upgraded) on first use. Only ``init`` and ``demo`` create one: a
+        mistyped path is an error, not a new empty database."""
         if self._engine is None:
-            self._engine = open_database(self.settings.database_url)
+            self._engine = open_database(self.settings.database_url, create=False)
         return self._engine
+
+    def reader(self) -> Engine:
+        """The database for a command that only reads: it never waits for a writer's lock."""
+        return reader(self.engine())
 
     def close(self) -> None:
         if self._engine is not None:
@@ -51,6 +57,12 @@ class OutreachGroup(typer.core.TyperGroup):
         except OutreachError as exc:
             print_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except DBAPIError as exc:  # read-only, locked, full: one line, not a traceback
+            obj = ctx.find_root().obj
+            url = obj.settings.database_url if isinstance(obj, AppContext) else ""
+            error = database_error(exc, url)
+            print_error(error)
+            raise typer.Exit(error.exit_code) from None
 
 
 def print_error(exc: OutreachError) -> None:

@@ -39,7 +39,7 @@ def _campaign(ctx: typer.Context, slug: str) -> CampaignConfig:
 def campaign_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List the campaigns with their audience and approval state."""
     context = app_context(ctx)
-    summaries = list_campaigns(context.engine(), context.settings.templates)
+    summaries = list_campaigns(context.reader(), context.settings.templates)
     if as_json:
         echo_json([asdict(s) for s in summaries])
         return
@@ -59,7 +59,7 @@ def campaign_show(
     as_json: JsonOption = False,
 ) -> None:
     """Show a campaign's settings, audience size and approval state."""
-    details = show_campaign(app_context(ctx).engine(), _campaign(ctx, slug))
+    details = show_campaign(app_context(ctx).reader(), _campaign(ctx, slug))
     if as_json:
         echo_json(details)
         return
@@ -90,7 +90,7 @@ def preview(
 ) -> None:
     """Show exactly what recipients will get: headers and text, or files to open in a browser."""
     config = _campaign(ctx, campaign)
-    engine = app_context(ctx).engine()
+    engine = app_context(ctx).reader()
     if out is not None:
         letters = preview_letters(engine, config, contact=contact, limit=limit)
         result = write_preview(letters, out, title=f"Preview of {config.name}")
@@ -114,7 +114,7 @@ def preview(
 
 def check(ctx: typer.Context, campaign: CampaignOption, as_json: JsonOption = False) -> None:
     """Render the letter for every recipient and report every failure; exit 1 on any."""
-    report = check_campaign(app_context(ctx).engine(), _campaign(ctx, campaign))
+    report = check_campaign(app_context(ctx).reader(), _campaign(ctx, campaign))
     if as_json:
         echo_json(asdict(report) | {"ok": report.ok, "by_problem": dict(report.failure_summary())})
     else:

@@ -228,7 +228,7 @@ def list_command(
 ) -> None:
     """List contacts by municipality and surname ("van der Berg" under B)."""
     views = list_contacts(
-        app_context(ctx).engine(),
+        app_context(ctx).reader(),
         role=role,
         municipality=municipality,
         party=party,
@@ -258,7 +258,7 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """Everything the registry holds on one address: each office, provenance, suppression."""
-    detail = show_contact(app_context(ctx).engine(), email)
+    detail = show_contact(app_context(ctx).reader(), email)
     if as_json:
         echo_json(detail.as_json())
         return

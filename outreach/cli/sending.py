@@ -240,7 +240,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """How far a campaign is: deliveries per state, recent errors, the next retry time."""
-    report = campaign_status(app_context(ctx).engine(), campaign)
+    report = campaign_status(app_context(ctx).reader(), campaign)
     if as_json:
         echo_json(report.as_json())
         return

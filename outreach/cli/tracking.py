@@ -198,7 +198,7 @@ def unmatched_command(
     """List the inbox messages nothing could be matched to, newest first."""
     from outreach.tracking.events import list_unmatched
 
-    items = list_unmatched(app_context(ctx).engine())
+    items = list_unmatched(app_context(ctx).reader())
     if as_json:
         echo_json(
             [
@@ -236,7 +236,7 @@ def report_command(
     from outreach.tracking.report import build_report
 
     report = build_report(
-        context.engine(),
+        context.reader(),
         campaign,
         by=by.value if by else None,
         templates=context.settings.templates,
@@ -321,7 +321,7 @@ def export_command(
     """Everything held on one person (every office, letters, responses, suppression) as JSON."""
     from outreach.tracking.privacy import export_person
 
-    echo_json(export_person(app_context(ctx).engine(), email))
+    echo_json(export_person(app_context(ctx).reader(), email))
 
 
 def forget_command(

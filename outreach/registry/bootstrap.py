@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import inspect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from outreach.db import make_engine, migrate, safe_url
 from outreach.errors import DatabaseError
@@ -31,7 +31,7 @@ def initialise(database_url: str, reference: Path | None = None) -> InitResult:
             created = "schema_migration" not in inspect(conn).get_table_names()
         applied = migrate(engine)
         loaded = load_municipalities(engine, source)
-    except OperationalError as exc:
+    except DBAPIError as exc:
         raise DatabaseError(f"cannot initialise database {safe_url(database_url)}: {exc.orig}") from None
     finally:
         engine.dispose()

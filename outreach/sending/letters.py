@@ -8,8 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
+from outreach.db import reader
 from outreach.errors import AddressError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import CampaignConfig
 from outreach.letters.ids import verp_address
@@ -26,16 +27,13 @@ _UNSAFE_FILE_CHARS = re.compile(r"[^A-Za-z0-9@._+-]")
 
 
 def reading_engine(engine: Engine) -> Engine:
-    """An engine for the recipients query that takes no lock on SQLite.
+    """An engine for the recipients query that takes no lock on SQLite (``outreach.db.reader``).
 
-    outreach.db begins every SQLite transaction with ``BEGIN IMMEDIATE``, the write lock, which is right
-    for writers. Reading the recipients of a batch under it would make the state writer wait (or, on
-    the event loop, retry on its thread) once per batch; a plain pysqlite connection reads without
-    taking it (WAL: readers never block the writer). An in-memory database is private to its engine.
+    Writers begin SQLite transactions with ``BEGIN IMMEDIATE``; reading the recipients of a batch under
+    it would make the state writer wait once per batch. The reader shares the engine's pool, so closing
+    the engine closes it too (a second engine of its own was never closed, and left the WAL behind).
     """
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
-        return engine
-    return create_engine(engine.url, connect_args={"check_same_thread": False, "timeout": 30})
+    return reader(engine)
 
 
 class CampaignLetters:
