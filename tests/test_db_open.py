@@ -142,7 +142,8 @@ def test_postgres_without_outreach_tables_is_not_created(pg_url: str, runner: Cl
 def populated(tmp_path: Path, runner: CliRunner) -> str:
     url = f"sqlite:///{tmp_path / 'outreach.db'}"
     assert run(runner, url, "init")[0] == 0
-    code, _, err = run(runner, url, "contacts", "import", str(REPO / "data" / "sample-contacts.csv"))
+    sample = str(REPO / "data" / "sample-contacts.csv")
+    code, _, err = run(runner, url, "contacts", "import", sample, "--rejects", str(tmp_path / "r.csv"))
     assert code == 0, err
     return url
 

@@ -115,10 +115,22 @@ def encoded_words(text: str, first_room: int) -> str:
     return "\r\n ".join(words)
 
 
+def _foldable(name: str, value: str) -> bool:
+    """Whether ``value`` is ASCII and folding at its spaces keeps every line within 78 columns.
+
+    A word longer than a line cannot be folded (RFC 5322 folds only at whitespace): a 2,000-character
+    name without spaces made a To line that servers refuse ("500 Line too long"). Such a value is
+    written as encoded words instead, which can be cut anywhere.
+    """
+    room = _MAX_LINE - len(name) - 2
+    return value.isascii() and (len(value) <= room or max(map(len, value.split(" "))) <= room)
+
+
 def header_line(name: str, value: str, *, where: str = "") -> str:
-    """One header field, RFC 2047-encoded when ``value`` is not ASCII, folded, ending in CRLF."""
+    """One header field, RFC 2047-encoded when ``value`` is not ASCII (or has a word longer than a
+    line), folded, ending in CRLF: no line over 78 columns."""
     check_header_value(name, value, where=where)
-    if value.isascii():
+    if _foldable(name, value):
         return _fold_ascii(name, value)
     return f"{name}: {encoded_words(value, _MAX_LINE - len(name) - 2)}\r\n"
 
@@ -149,7 +161,7 @@ def _address_line(name: str, display: str, addr: str, where: str) -> str:
     check_header_value(name, display, where=where)
     if not display:
         return f"{name}: {addr}\r\n"
-    if display.isascii():
+    if _foldable(name, display):
         if not _ATEXT_RE.match(display) or "." in display:
             display = '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return _fold_ascii(name, f"{display} <{addr}>")

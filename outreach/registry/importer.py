@@ -14,7 +14,6 @@ Suppression row, keyed by the address's hash, keeps it out of every campaign.
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from outreach import csvfiles
 from outreach.errors import DatabaseError, ImportFileError, UsageError
 from outreach.models import Municipality, Role, utcnow
 from outreach.registry.columns import Column, ColumnMap, column_letter
@@ -147,7 +147,7 @@ class _RejectsWriter:
                     f"{self.path}: cannot write the rejects file: {exc.strerror}",
                     hint="name another place with --rejects PATH",
                 ) from None
-            self._writer = csv.writer(self._fh, delimiter=self._delimiter, lineterminator="\r\n")
+            self._writer = csvfiles.writer(self._fh, delimiter=self._delimiter, lineterminator="\r\n")
             self._writer.writerow(["row", "reason", *self._headers])
         self._writer.writerow([row, reason, *cells])
         self.count += 1
@@ -393,6 +393,12 @@ _AANHEF = Column.AANHEF.value
 _GENDER = Column.GENDER.value
 _TERM_END = Column.TERM_END.value
 
+# No name, party or role is longer than this; a longer cell is an error in the list (a pasted text, a
+# merged row), and a name of 2,000 characters made mail headers that servers refuse. The e-mail
+# address has its own limit (254, RFC 5321) in the address check; a portfolio may list many subjects.
+MAX_CELL = 200
+_MAX_CELL_OF = {_EMAIL: 320, _PORTFOLIO: 500}
+
 _Names = tuple[str | None, str | None, str | None, str | None, str | None, str | None]
 _sort_name = lru_cache(maxsize=65536)(sort_name)  # surnames repeat: Jansen, de Vries, Bakker
 
@@ -437,6 +443,8 @@ class _RowParser:
             v = dict(zip(self._keys, map(clean, raw), strict=True))
         else:
             v = dict(zip(self._keys, map(str.strip, raw), strict=True))
+        if len(joined) > MAX_CELL:
+            self._check_lengths(v)
         v.update(self._absent)
 
         email = v[_EMAIL]
@@ -505,6 +513,16 @@ class _RowParser:
             office_key=office_key(key, place.cbs_code if place else None, role_value),
             email_hash=email_hash(key),
         )
+
+    def _check_lengths(self, v: dict[str, str]) -> None:
+        for key, index, header in zip(self._keys, self._indices, self._headers, strict=True):
+            limit = _MAX_CELL_OF.get(key, MAX_CELL)
+            if len(v[key]) > limit:
+                raise RowRejected(
+                    "value too long",
+                    f"column {column_letter(index)} ({header}) is {len(v[key])} characters long;"
+                    f" at most {limit}",
+                )
 
     def _place(self, v: dict[str, str], role: Role) -> Place | None:
         code = v[_MUNICIPALITY_CODE]

@@ -17,7 +17,6 @@ audience (its provinces and municipalities) when the campaign folder can be read
 
 from __future__ import annotations
 
-import csv
 import io
 import logging
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Engine, case, exists, func, select
 from sqlmodel import SQLModel
 
+from outreach import csvfiles
 from outreach.errors import CampaignError, NotFoundError
 from outreach.letters.campaign import Audience, load_campaign
 from outreach.models import DeliveryState, EventKind
@@ -132,7 +132,7 @@ class CampaignReport:
     def as_csv(self) -> str:
         """One row per group and a final "total" row; coverage is in the JSON and human output."""
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
+        writer = csvfiles.writer(out, lineterminator="\r\n")
         writer.writerow(
             [self.by or "campaign", *(["cbs_code"] if self.by == "municipality" else []), *COLUMNS]
         )
