@@ -1,8 +1,9 @@
 """Reading import files: CSV in the encodings and dialects staff get from Dutch Excel and websites, XLSX.
 
 Everything that makes a file unreadable as a whole raises ``ImportFileError`` before a single row is
-handed out, except a quote that is never closed, which only shows at the end (the import is one
-transaction, so that still leaves the database untouched).
+handed out, except a quote that is never closed, which only shows at the end or where the field grows
+past the csv module's limit (the import is one transaction, so that still leaves the database
+untouched).
 
 Row numbers are the ones a spreadsheet shows: the header is row 1 when it is the first line, and a
 quoted field with line breaks inside stays one row.
@@ -186,8 +187,7 @@ def _open_csv(path: Path, size: int, encoding: str, stack: ExitStack) -> Table:
     sample = text.read(_SAMPLE)
     delimiter = _sniff_delimiter(sample)
     text.seek(0)
-    reader = csv.reader(text, delimiter=delimiter)
-    numbered = _Records(reader, path, delimiter)
+    numbered = _Records(_Lines(text), path, encoding, delimiter)
     records = iter(numbered)
     header_row, headers = _find_header(records, str(path))
     numbered.width = len(headers)
@@ -209,46 +209,92 @@ def _open_csv(path: Path, size: int, encoding: str, stack: ExitStack) -> Table:
     )
 
 
-class _Records:
-    """CSV records with their row numbers. Holds one record back: the last one is checked for a quote
-    that was never closed before it is handed out."""
+# Follows the file's last line. Inside a quoted field that was never closed it becomes part of that field
+# (the csv module reads such a field to the end of the file without a word); otherwise it is a record of
+# its own, which is dropped. A private-use character no list contains.
+_END_OF_FILE = "\ue000outreach: end of file\ue000"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
-    def __init__(self, reader: Iterator[list[str]], path: Path, delimiter: str) -> None:
-        self._reader = reader
+
+class _Lines:
+    """The file's lines for ``csv.reader``, counted, followed by ``_END_OF_FILE``."""
+
+    def __init__(self, text: Iterator[str]) -> None:
+        self._text = text
+        self.count = 0  # lines handed out so far
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._text:
+            self.count += 1
+            yield line
+        yield _END_OF_FILE
+
+
+class _Records:
+    """CSV records with their row numbers; a quote that is never closed refuses the whole file, naming
+    the row, column and line where it opened."""
+
+    def __init__(self, lines: _Lines, path: Path, encoding: str, delimiter: str) -> None:
+        self._lines = lines
+        self._encoding = encoding
+        self._reader = csv.reader(lines, delimiter=delimiter)
         self._path = path
         self._delimiter = delimiter
         self.width = 0  # fields in the header, once found
 
     def __iter__(self) -> Iterator[tuple[int, Cells]]:
         number = 0
-        pending: tuple[int, Cells] | None = None
+        first_line = 1  # the line of the file where the next record starts
         try:
             for record in self._reader:
                 number += 1
-                if pending is not None:
-                    yield pending
-                pending = (number, record)
+                if record and _END_OF_FILE in record[-1]:
+                    if record == [_END_OF_FILE]:
+                        return
+                    self._unclosed(number, first_line, record)
+                yield number, record
+                first_line = self._lines.count + 1
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                # No contacts list has a cell of 128 KiB: a quote opened in this record and swallowed
+                # the lines after it.
+                self._unclosed(number + 1, first_line, None)
             raise ImportFileError(f"{self._path}:{number + 1}: cannot read CSV: {exc}") from None
-        if pending is not None:
-            self._check_unclosed_quote(*pending)
-            yield pending
 
-    def _check_unclosed_quote(self, number: int, cells: Cells) -> None:
-        # Python's csv reader, like Excel, reads an unclosed quote to the end of the file as one field,
-        # so such a field is always in the last record. A genuine multi-line field (an address) ends
-        # with its closing quote; one that swallowed the rest of the file holds further rows.
-        needed = max(2, self.width - 2)
-        for index, cell in enumerate(cells):
-            if "\n" not in cell and "\r" not in cell:
-                continue
-            lines = cell.splitlines()[1:]
-            if any(line.count(self._delimiter) >= needed for line in lines):
-                raise ImportFileError(
-                    f"{self._path}:{number}:{column_letter(index)}: a quote opened here is never closed, "
-                    "so the rest of the file reads as one field",
-                    hint="close the quote or remove it, then import again",
-                )
+    def _unclosed(self, number: int, first_line: int, cells: Cells | None) -> None:
+        if cells is not None:
+            index = len(cells) - 1  # the field that ran to the end of the file is the last
+            line = first_line + sum(len(_LINE_BREAK.findall(cell)) for cell in cells[:index])
+            column = column_letter(index)
+        else:
+            line, column = first_line, self._opening_column(first_line)
+        raise ImportFileError(
+            f"{self._path}:{number}:{column}: a quote opened here is never closed (line {line} of the "
+            "file), so the rest of the file reads as one field",
+            hint="close the quote or remove it, then import again",
+        )
+
+    def _opening_column(self, line_number: int) -> str:
+        """The column of the quoted field that does not close on line ``line_number`` (read again)."""
+        with self._path.open(encoding=self._encoding, errors="replace", newline="") as fh:
+            for _ in range(line_number - 1):
+                fh.readline()
+            text = fh.readline().rstrip("\r\n")
+        field, opened = 0, 0
+        quoted = closed = False
+        at_start = True
+        for char in text:
+            if quoted:
+                quoted, closed = char != '"', char == '"'
+            elif closed and char == '"':  # a doubled quote inside the field
+                quoted, closed = True, False
+            elif char == '"' and at_start:
+                quoted, opened, at_start = True, field, False
+            elif char == self._delimiter:
+                field, at_start, closed = field + 1, True, False
+            else:
+                at_start = closed = False
+        return column_letter(opened)
 
 
 def _find_header(records: Iterator[tuple[int, Cells]], where: str) -> tuple[int, Cells]:
