@@ -18,13 +18,17 @@
     base_url = "https://post.example.org"   # `outreach serve` behind the reverse proxy
     trusted_proxies = ["127.0.0.1"]         # whose X-Forwarded-For is believed
 
-Passwords belong in ``OUTREACH_SMTP_PASSWORD`` / ``OUTREACH_IMAP_PASSWORD``; a password found in
-``outreach.toml`` is accepted (staff machines differ) but never written, logged or stored by the tool.
+The file is read as strictly as campaign.toml: an unknown section or key is an error that names it and
+suggests the nearest known one (a typo such as ``hots`` would otherwise silently fall back to the
+default). Passwords belong in ``OUTREACH_SMTP_PASSWORD`` / ``OUTREACH_IMAP_PASSWORD``: a password in
+``outreach.toml`` is refused, because the file sits in a working directory that is copied, shared and
+committed; the tool itself never writes, logs or stores one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import re
@@ -103,16 +107,69 @@ _SOURCES: dict[str, tuple[str, tuple[str, str]]] = {
 }
 
 
+# Keys of outreach.toml that only the environment may set.
+_SECRET_KEYS = {
+    ("smtp", "password"): "OUTREACH_SMTP_PASSWORD",
+    ("imap", "password"): "OUTREACH_IMAP_PASSWORD",
+}
+_SECRET_NAMES = ("password", "passwd", "secret", "token", "passphrase")
+
+
+def _known_keys() -> dict[str, list[str]]:
+    known: dict[str, list[str]] = {}
+    for _env, (section, key) in _SOURCES.values():
+        if (section, key) not in _SECRET_KEYS:
+            known.setdefault(section, []).append(key)
+    return known
+
+
+def _check_keys(data: dict[str, Any], path: Path) -> None:
+    """Every section and key of outreach.toml must be one outreach reads; no password in the file."""
+    known = _known_keys()
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            owners = [s for s, keys in known.items() if section in keys]
+            raise ConfigError(
+                f"{path}: {section}: a setting outside any section",
+                hint=f"did you mean [{owners[0]}] {section}?" if owners else f"sections: {', '.join(known)}",
+            )
+        if section not in known:
+            close = difflib.get_close_matches(section, list(known), n=1)
+            listed = ", ".join(f"[{name}]" for name in known)
+            raise ConfigError(
+                f"{path}: [{section}]: unknown section",
+                hint=(f"did you mean [{close[0]}]? " if close else "") + f"Known sections: {listed}",
+            )
+        for key in table:
+            secret = _SECRET_KEYS.get((section, key))
+            if secret is not None or any(name in key.lower() for name in _SECRET_NAMES):
+                where = f"{path}: [{section}] {key}"
+                raise ConfigError(
+                    f"{where}: passwords do not belong in outreach.toml",
+                    hint=f"remove it from the file and set {secret or 'it'} in the environment",
+                )
+            if key not in known[section]:
+                close = difflib.get_close_matches(key, known[section], n=1, cutoff=0.5)
+                listed = ", ".join(known[section])
+                raise ConfigError(
+                    f"{path}: [{section}] {key}: unknown key",
+                    hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + f"Known keys of [{section}]: {listed}",
+                )
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    _check_keys(data, path)
+    return data
 
 
 def _convert(name: str, raw: object, where: str) -> object:
