@@ -63,7 +63,7 @@ def test_broken_toml_names_the_file(tmp_path: Path) -> None:
         ('[smpt]\nhost = "smtp.example.org"\n', "[smpt]: unknown section", "did you mean [smtp]?"),
         ('[imap]\nfolder = "INBOX"\n', "[imap] folder: unknown key", "did you mean 'folders'?"),
         ('url = "sqlite:///x.db"\n', "url: a setting outside any section", "did you mean [database] url?"),
-        ("[database]\nurl = \"sqlite:///x.db\"\nechoo = true\n", "[database] echoo: unknown key", None),
+        ('[database]\nurl = "sqlite:///x.db"\nechoo = true\n', "[database] echoo: unknown key", None),
     ],
 )
 def test_unknown_keys_are_an_error_naming_key_and_file(
