@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,115 @@ def test_a_quoted_field_that_closes_on_the_last_line_is_fine(registry_engine: En
     )
     result = import_contacts(registry_engine, source)
     assert result.inserted == 2 and result.rejected == 0
+
+
+# ---- item 6: XLSX merged headers, hidden rows and columns, columns without a header ------------------
+
+
+def _workbook(
+    path: Path,
+    rows: list[list[object]],
+    *,
+    merge: Sequence[str] = (),
+    hidden_rows: Sequence[int] = (),
+    hidden_columns: Sequence[str] = (),
+) -> Path:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    assert sheet is not None
+    for row in rows:
+        sheet.append(row)
+    for cells in merge:
+        sheet.merge_cells(cells)
+    for number in hidden_rows:
+        sheet.row_dimensions[number].hidden = True
+    for letter in hidden_columns:
+        sheet.column_dimensions[letter].hidden = True
+    book.save(path)
+    return path
+
+
+def _names(engine: Engine) -> list[tuple[str | None, str | None, str | None]]:
+    from sqlmodel import Session, select
+
+    from outreach.models import Contact
+
+    with Session(engine) as session:
+        people = session.exec(select(Contact).order_by(Contact.id)).all()  # type: ignore[arg-type]
+        return [(c.voornaam, c.tussenvoegsel, c.achternaam) for c in people]
+
+
+def test_a_merged_naam_header_is_read_with_its_sub_headers(
+    runner: CliRunner, db_url: str, registry_engine: Engine, tmp_path: Path
+) -> None:
+    book = _workbook(
+        tmp_path / "raad.xlsx",
+        [
+            ["Naam", None, None, "Functie", "E-mail", "Gemeente"],
+            ["Voornaam", "Tussenvoegsel", "Achternaam", None, None, None],
+            ["Ruben", "van", "Dijk", "Raadslid", "r.vandijk@utrecht.example.nl", "Utrecht"],
+            ["Anouk", None, "Jansen", "Raadslid", "a.jansen@utrecht.example.nl", "Utrecht"],
+        ],
+        merge=["A1:C1", "D1:D2", "E1:E2", "F1:F2"],
+    )
+    result = runner.invoke(app, ["--database", db_url, "contacts", "import", str(book)])
+    assert result.exit_code == 0, result.output
+    assert _names(registry_engine) == [("Ruben", "van", "Dijk"), ("Anouk", None, "Jansen")]
+    assert (
+        "Merged header 'Naam' (A1:C1) read with its sub-headers on row 2: "
+        "Voornaam, Tussenvoegsel, Achternaam" in result.stdout
+    )
+
+
+def test_a_merged_header_without_sub_headers_is_refused_naming_the_cells(
+    registry_engine: Engine, tmp_path: Path
+) -> None:
+    book = _workbook(
+        tmp_path / "raad.xlsx",
+        [
+            ["Naam", None, None, "Functie", "E-mail", "Gemeente"],
+            ["Ruben", "van", "Dijk", "Raadslid", "r.vandijk@utrecht.example.nl", "Utrecht"],
+        ],
+        merge=["A1:C1"],
+    )
+    with pytest.raises(ImportFileError) as caught:
+        import_contacts(registry_engine, book)
+    assert caught.value.message == (
+        f"{book} [Sheet]: the header 'Naam' is merged over A1:C1, and row 2 holds no sub-headers "
+        "for columns B and C"
+    )
+    assert caught.value.hint is not None and "unmerge" in caught.value.hint
+    assert contact_count(registry_engine) == 0
+
+
+def test_hidden_rows_and_columns_are_named(
+    runner: CliRunner, db_url: str, registry_engine: Engine, tmp_path: Path
+) -> None:
+    rows: list[list[object]] = [["Voornaam", "Achternaam", "Fractie", "Functie", "E-mail", "Gemeente"]]
+    for n in range(1, 7):
+        rows.append([f"Jan{n}", f"Jansen{n}", "VVD", "Raadslid", f"jan{n}@utrecht.example.nl", "Utrecht"])
+    book = _workbook(tmp_path / "raad.xlsx", rows, hidden_rows=[3, 6], hidden_columns=["C"])
+    result = runner.invoke(app, ["--database", db_url, "contacts", "import", str(book)])
+    assert result.exit_code == 0, result.output
+    assert contact_count(registry_engine) == 6  # hidden rows are data all the same
+    assert "Rows hidden in the sheet (imported like the others): 3, 6" in result.stdout
+    assert "Hidden columns (read like the others): C (Fractie)" in result.stdout
+
+
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_a_column_with_data_but_no_header_is_named_as_ignored(
+    runner: CliRunner, db_url: str, registry_engine: Engine, tmp_path: Path, kind: str
+) -> None:
+    rows = [
+        ["Voornaam", "Achternaam", "", "Functie", "E-mail", "Gemeente", ""],
+        ["Jan", "Jansen", "06-12345678", "Raadslid", "jan@utrecht.example.nl", "Utrecht", ""],
+    ]
+    if kind == "csv":
+        source = write_lines(tmp_path / "raad.csv", [";".join(r) for r in rows])
+    else:
+        source = _workbook(tmp_path / "raad.xlsx", [[c or None for c in r] for r in rows])
+    result = runner.invoke(app, ["--database", db_url, "contacts", "import", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "Ignored columns: C (no header)" in result.stdout  # G is empty throughout: not mentioned

@@ -19,6 +19,7 @@ from outreach.registry.query import ContactView, address_label, list_contacts, r
 if TYPE_CHECKING:
     from outreach.registry.importer import ImportResult, ProgressCallback
 
+HIDDEN_ROWS_SHOWN = 20
 PROGRESS_AFTER_ROWS = 2000  # small lists finish before a bar would be worth drawing
 
 
@@ -183,8 +184,17 @@ def _print_import(result: ImportResult) -> None:
         typer.echo(f"{total:,} of these addresses are suppressed ({reasons}): they stay suppressed.")
         for item in result.suppressed_rows:
             typer.echo(f"    row {item.row}: {item.email} ({item.reason})")
+    for note in result.notes:
+        typer.echo(note)
     if result.ignored_columns:
         typer.echo(f"Ignored columns: {', '.join(result.ignored_columns)}")
+    if result.hidden_columns:
+        typer.echo(f"Hidden columns (read like the others): {', '.join(result.hidden_columns)}")
+    if result.hidden_rows:
+        shown = ", ".join(str(n) for n in result.hidden_rows[:HIDDEN_ROWS_SHOWN])
+        more = len(result.hidden_rows) - HIDDEN_ROWS_SHOWN
+        tail = f" and {more:,} more" if more > 0 else ""
+        typer.echo(f"Rows hidden in the sheet (imported like the others): {shown}{tail}")
     if result.dry_run:
         typer.echo("Dry run: nothing was written to the database.")
 

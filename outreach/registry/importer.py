@@ -92,6 +92,9 @@ class ImportResult:
     header_row: int
     columns: dict[str, str]  # registry field -> header in the file
     ignored_columns: list[str]
+    notes: list[str] = field(default_factory=list)  # how a merged header was read
+    hidden_rows: list[int] = field(default_factory=list)  # rows hidden in the sheet (imported)
+    hidden_columns: list[str] = field(default_factory=list)  # read columns hidden in the sheet
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -206,6 +209,9 @@ def import_contacts(
                 header_row=table.header_row,
                 columns={c.value: table.columns.header_of(c).strip() for c in table.columns.positions},
                 ignored_columns=list(table.columns.ignored),
+                notes=table.notes,
+                hidden_rows=table.hidden_rows,
+                hidden_columns=table.hidden_columns,
             )
             rejects = _RejectsWriter(target, table.columns.headers, table.delimiter or ";")
             sqlite = conn.dialect.name == "sqlite"
@@ -231,6 +237,7 @@ def import_contacts(
             finally:
                 if sqlite:
                     _sqlite_pragma(conn, "cache_size=-2000")  # SQLite's default, for the pool
+            result.ignored_columns = table.ignored_columns  # now that every row has been seen
             result.rejects_path = rejects.commit()
     except IntegrityError as exc:
         raise DatabaseError(

@@ -19,13 +19,14 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Literal
 
 from outreach.errors import ImportFileError, UsageError
 from outreach.registry.columns import ColumnMap, column_letter, is_header_row, map_columns
+from outreach.registry.sheet_layout import fill_merged_cells, merged_header, read_layout
 
 DELIMITERS = (";", ",", "\t")
 HEADER_SEARCH_ROWS = 10  # a title line or two ("Raadsleden 2026") may precede the header
@@ -51,10 +52,36 @@ class Table:
     columns: ColumnMap
     rows: Iterator[tuple[int, Cells]]  # (row number as a spreadsheet shows it, cells)
     progress: Callable[[], float]  # fraction of the file read, 0..1
+    notes: list[str] = field(default_factory=list)  # how the header was read, when not plainly
+    hidden_rows: list[int] = field(default_factory=list)  # data rows hidden in the sheet, as read
+    hidden_columns: list[str] = field(default_factory=list)  # read columns hidden in the sheet
+    unnamed_with_data: set[int] = field(default_factory=set)  # columns without a header that hold data
+
+    def watch_unnamed(self) -> None:
+        """Note, while the rows are read, which columns without a header hold data after all."""
+        unnamed = [i for i, header in enumerate(self.columns.headers) if not header.strip()]
+        if unnamed:
+            self.rows = _watch_unnamed(self.rows, unnamed, self.unnamed_with_data)
+
+    @property
+    def ignored_columns(self) -> list[str]:
+        """Headers outreach does not read, and columns without a header that hold data."""
+        unnamed = [f"{column_letter(i)} (no header)" for i in sorted(self.unnamed_with_data)]
+        return [*self.columns.ignored, *unnamed]
 
     @property
     def where(self) -> str:
         return str(self.path) if self.sheet is None else f"{self.path} [{self.sheet}]"
+
+
+def _watch_unnamed(
+    rows: Iterator[tuple[int, Cells]], unnamed: list[int], seen: set[int]
+) -> Iterator[tuple[int, Cells]]:
+    for number, cells in rows:
+        for index in unnamed:
+            if index < len(cells) and index not in seen and cells[index].strip():
+                seen.add(index)
+        yield number, cells
 
 
 @contextmanager
@@ -196,7 +223,7 @@ def _open_csv(path: Path, size: int, encoding: str, stack: ExitStack) -> Table:
     def progress() -> float:
         return min(1.0, binary.tell() / size) if size else 1.0
 
-    return Table(
+    table = Table(
         path=path,
         kind="csv",
         encoding=encoding,
@@ -207,6 +234,8 @@ def _open_csv(path: Path, size: int, encoding: str, stack: ExitStack) -> Table:
         rows=records,
         progress=progress,
     )
+    table.watch_unnamed()
+    return table
 
 
 # Follows the file's last line. Inside a quoted field that was never closed it becomes part of that field
@@ -363,6 +392,8 @@ def _open_xlsx(path: Path, sheet: str | None, stack: ExitStack) -> Table:
     total = worksheet.max_row or 0
     where = f"{path} [{chosen}]"
     done = 0
+    # openpyxl keeps where the sheet lives in the archive on the read-only worksheet.
+    layout = read_layout(path, str(getattr(worksheet, "_worksheet_path", "")))
 
     def records() -> Iterator[tuple[int, Cells]]:
         nonlocal done
@@ -372,12 +403,24 @@ def _open_xlsx(path: Path, sheet: str | None, stack: ExitStack) -> Table:
 
     rows = records()
     header_row, headers = _find_header(rows, where)
+    headers, note = merged_header(layout, header_row, headers, rows, where)
     columns = map_columns(headers, where=f"{where}:{header_row}")
+    hidden_rows: list[int] = []
+
+    def data_rows() -> Iterator[tuple[int, Cells]]:
+        for number, cells in fill_merged_cells(layout, header_row, rows):
+            if number in layout.hidden_rows and any(cell.strip() for cell in cells):
+                hidden_rows.append(number)
+            yield number, cells
 
     def progress() -> float:
         return min(1.0, done / total) if total else 0.0
 
-    return Table(
+    hidden_columns = [
+        f"{column_letter(index)} ({headers[index].strip()})"
+        for index in sorted(set(columns.positions.values()) & layout.hidden_columns)
+    ]
+    table = Table(
         path=path,
         kind="xlsx",
         encoding=None,
@@ -385,6 +428,11 @@ def _open_xlsx(path: Path, sheet: str | None, stack: ExitStack) -> Table:
         sheet=chosen,
         header_row=header_row,
         columns=columns,
-        rows=rows,
+        rows=data_rows(),
         progress=progress,
+        notes=[note] if note else [],
+        hidden_rows=hidden_rows,
+        hidden_columns=hidden_columns,
     )
+    table.watch_unnamed()
+    return table
