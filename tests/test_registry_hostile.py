@@ -210,3 +210,30 @@ def test_a_column_with_data_but_no_header_is_named_as_ignored(
     result = runner.invoke(app, ["--database", db_url, "contacts", "import", str(source)])
     assert result.exit_code == 0, result.output
     assert "Ignored columns: C (no header)" in result.stdout  # G is empty throughout: not mentioned
+
+
+# ---- item 5: a full disk while the rejects file is written -------------------------------------------
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+@pytest.mark.parametrize("rejected_rows", [3, 20_000], ids=["a-few", "more-than-a-buffer"])
+def test_a_full_disk_for_the_rejects_file_is_one_line_and_imports_nothing(
+    runner: CliRunner, db_url: str, registry_engine: Engine, tmp_path: Path, rejected_rows: int
+) -> None:
+    import os
+
+    lines = [HEADER] + [good_row(n) for n in range(1, 6)]
+    lines += [f"Kapot{n};X;Raadslid;VVD;geen-adres-{n};Utrecht;x" for n in range(rejected_rows)]
+    source = write_lines(tmp_path / "raad.csv", lines)
+    # The temporary rejects file goes to /dev/full: every write to it fails with ENOSPC, as on a full disk.
+    temporary = tmp_path / f".raad.rejects.csv.{os.getpid()}.tmp"
+    temporary.symlink_to("/dev/full")
+    result = runner.invoke(app, ["--database", db_url, "contacts", "import", str(source)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        f"Error: {tmp_path / 'raad.rejects.csv'}: cannot write the rejects file: No space left on device",
+        "Hint: nothing was imported; free some space, or name another place with --rejects PATH",
+    ]
+    assert contact_count(registry_engine) == 0
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("outreach.db"))
+    assert left == ["raad.csv"]  # no rejects file, no hidden temporary file

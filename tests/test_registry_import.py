@@ -555,7 +555,7 @@ def test_rejects_file_that_cannot_be_written_stops_the_import(
     path = copy("griffies-utf8-bom.csv", tmp_path)
     with pytest.raises(ImportFileError, match=r"cannot write the rejects file") as caught:
         import_contacts(registry_engine, path, rejects_path=tmp_path / "nergens" / "fouten.csv")
-    assert caught.value.hint == "name another place with --rejects PATH"
+    assert caught.value.hint == "nothing was imported; name another place with --rejects PATH"
     assert contact_count(registry_engine) == 0
 
 

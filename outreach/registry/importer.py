@@ -14,6 +14,8 @@ Suppression row, keyed by the address's hash, keeps it out of every campaign.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 from collections import Counter
@@ -129,7 +131,12 @@ class _Candidate:
 
 
 class _RejectsWriter:
-    """The rejects CSV, written to a temporary name and moved into place only when the import succeeds."""
+    """The rejects CSV, written to a temporary name and moved into place only when the import succeeds.
+
+    ``finish`` writes the last bytes to disk before the import's transaction commits, so a full disk
+    (which shows when the buffer is flushed, often only at the end) rolls the import back instead of
+    leaving contacts imported without their rejects file; whatever fails, no temporary file stays.
+    """
 
     def __init__(self, path: Path, headers: Iterable[str], delimiter: str) -> None:
         self.path = path
@@ -140,31 +147,57 @@ class _RejectsWriter:
         self._writer: Any = None
         self.count = 0
 
+    def _failed(self, exc: OSError) -> ImportFileError:
+        self.discard()
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        return ImportFileError(
+            f"{self.path}: cannot write the rejects file: {exc.strerror or exc}",
+            hint="nothing was imported; "
+            + ("free some space, or " if full else "")
+            + "name another place with --rejects PATH",
+        )
+
     def write(self, row: int, reason: str, cells: list[str]) -> None:
-        if self._fh is None:
-            try:
+        try:
+            if self._fh is None:
                 # utf-8-sig: Excel opens a BOM-marked CSV as UTF-8 instead of guessing Windows-1252.
                 self._fh = self._temp.open("w", encoding="utf-8-sig", newline="")
-            except OSError as exc:
-                raise ImportFileError(
-                    f"{self.path}: cannot write the rejects file: {exc.strerror}",
-                    hint="name another place with --rejects PATH",
-                ) from None
-            self._writer = csvfiles.writer(self._fh, delimiter=self._delimiter, lineterminator="\r\n")
-            self._writer.writerow(["row", "reason", *self._headers])
-        self._writer.writerow([row, reason, *cells])
+                self._writer = csvfiles.writer(self._fh, delimiter=self._delimiter, lineterminator="\r\n")
+                self._writer.writerow(["row", "reason", *self._headers])
+            self._writer.writerow([row, reason, *cells])
+        except OSError as exc:
+            raise self._failed(exc) from None
         self.count += 1
+
+    def finish(self) -> None:
+        """Everything written on disk (flushed, fsynced, closed); raises ImportFileError if not."""
+        if self._fh is None:
+            return
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        except OSError as exc:
+            raise self._failed(exc) from None
 
     def commit(self) -> Path | None:
         if self._fh is None:
             return None
-        self._fh.close()
-        os.replace(self._temp, self.path)
+        try:
+            os.replace(self._temp, self.path)
+        except OSError as exc:
+            raise ImportFileError(
+                f"{self.path}: the import is done, but the rejects file could not be put in place: "
+                f"{exc.strerror}; it is in {self._temp}"
+            ) from None
         return self.path
 
     def discard(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # the disk may still be full: closing flushes
+                self._fh.close()
+            self._fh = None
+        with contextlib.suppress(OSError):
             self._temp.unlink(missing_ok=True)
 
 
@@ -229,6 +262,7 @@ def import_contacts(
                     _run(conn, table, result, rejects if write_rejects else None, progress, batch_size)
                     if result.rows_read == 0:
                         raise ImportFileError(f"{table.where}: the file has a header but no rows")
+                    rejects.finish()  # on disk before the commit: a full disk rolls the import back
                     if dry_run:
                         tx.rollback()  # nothing was written; release the lock without a commit
             except BaseException:
