@@ -19,18 +19,28 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, cast
 
-from jinja2 import BaseLoader, Environment, StrictUndefined, Template, TemplateNotFound, TemplateSyntaxError
+from jinja2 import (
+    BaseLoader,
+    Environment,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateRuntimeError,
+    TemplateSyntaxError,
+)
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from jinja2.utils import concat, missing
+from jinja2.utils import missing
 from sqlalchemy import Connection, Select, Table, exists, func, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from outreach.errors import TemplateError
+from outreach.letters import limits
 from outreach.letters.address import address_lines
 from outreach.letters.campaign import CampaignConfig
 from outreach.letters.dates import long_date, short_date
+from outreach.letters.limits import CappedEnvironment
 from outreach.letters.privacy import PRIVACY_HTML, PRIVACY_TEXT, why_phrase
 from outreach.letters.salutation import aanhef, aanspreekvorm, display_name
 from outreach.models import Contact, Municipality, Role, Suppression
@@ -277,7 +287,7 @@ class _Loader(BaseLoader):
 
 
 def _environment(loader: _Loader, *, html: bool) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+    env = CappedEnvironment(
         loader=loader,
         undefined=_Undefined,
         autoescape=html,
@@ -389,8 +399,10 @@ class CampaignTemplates:
         except TemplateNotFound as exc:
             raise TemplateError(f"campaign {self.campaign.slug}: template {exc.name!r} not found") from exc
 
-    def _fail(self, exc: Exception, template: Template, recipient: Recipient) -> NoReturn:
-        name, line = _template_position(exc.__traceback__, template)
+    def _fail(
+        self, exc: Exception, template: Template, recipient: Recipient, cause: BaseException | None = None
+    ) -> NoReturn:
+        name, line = _template_position((cause or exc).__traceback__, template)
         where = f"{name}:{line}" if line else name
         if isinstance(exc, TemplateNotFound):
             detail = f"template {exc.name!r} not found in the campaign folder"
@@ -400,15 +412,21 @@ class CampaignTemplates:
             detail = str(exc)
         raise TemplateError(
             f"campaign {self.campaign.slug}: {recipient.label}: {where}: {detail}",
-        ) from exc
+        ) from (cause or exc)
 
     def _render(self, template: Template, context: dict[str, Any], recipient: Recipient) -> str:
         try:
             # Template.render() copies the context and merges the globals for every call; the context
             # here already holds them (see context()), so it is handed over as is, five times per letter.
-            return concat(template.root_render_func(template.new_context(context, shared=True)))
+            with limits.budget():
+                return limits.render_capped(
+                    template.root_render_func(template.new_context(context, shared=True))
+                )
         except (JinjaTemplateError, ArithmeticError, TypeError, ValueError, LookupError) as exc:
             self._fail(exc, template, recipient)
+        except RecursionError as exc:
+            # A macro that calls itself without end runs out of stack long before the step budget.
+            self._fail(TemplateRuntimeError("a macro calls itself without end"), template, recipient, exc)
 
     def context(
         self, recipient: Recipient, *, token: str, now: datetime, kenmerk: str = ""
