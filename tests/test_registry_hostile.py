@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -220,8 +226,6 @@ def test_a_column_with_data_but_no_header_is_named_as_ignored(
 def test_a_full_disk_for_the_rejects_file_is_one_line_and_imports_nothing(
     runner: CliRunner, db_url: str, registry_engine: Engine, tmp_path: Path, rejected_rows: int
 ) -> None:
-    import os
-
     lines = [HEADER] + [good_row(n) for n in range(1, 6)]
     lines += [f"Kapot{n};X;Raadslid;VVD;geen-adres-{n};Utrecht;x" for n in range(rejected_rows)]
     source = write_lines(tmp_path / "raad.csv", lines)
@@ -237,3 +241,63 @@ def test_a_full_disk_for_the_rejects_file_is_one_line_and_imports_nothing(
     assert contact_count(registry_engine) == 0
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("outreach.db"))
     assert left == ["raad.csv"]  # no rejects file, no hidden temporary file
+
+
+# ---- item 15: Ctrl-C or SIGTERM during an import -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "name"), [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_an_interrupted_import_says_that_nothing_was_written(
+    tmp_path: Path, signum: int, code: int, name: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outreach.db'}"
+    assert _outreach(tmp_path, url, "init").returncode == 0
+    # A big list whose first rows are rejected, so that the rejects file is being written early on.
+    lines = [HEADER] + [f"Kapot{n};X;Raadslid;VVD;geen-adres-{n};Utrecht;x" for n in range(50)]
+    lines += [good_row(n) for n in range(300_000)]
+    source = write_lines(tmp_path / "groot.csv", lines)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "outreach", "--database", url, "contacts", "import", str(source)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        temporary = tmp_path / f".groot.rejects.csv.{process.pid}.tmp"
+        deadline = time.monotonic() + 60
+        while not temporary.exists():  # the import is under way: rows are being read and written
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == code, (out, err)
+    assert err.splitlines() == [
+        f"Import stopped ({name}): nothing was written; the database is as it was and there is no "
+        "rejects file."
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("outreach.db")) == ["groot.csv"]
+    with sqlite3.connect(tmp_path / "outreach.db") as conn:
+        assert conn.execute("SELECT count(*) FROM contact").fetchone()[0] == 0
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("OUTREACH_")}
+
+
+def _outreach(folder: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "outreach", "--database", url, *args],
+        cwd=folder,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -115,16 +118,53 @@ def import_command(
             print_register(outcome)
         return
     engine = app_context(ctx).engine()
-    with _progress_bar() as progress:
-        from outreach.registry.importer import import_contacts  # email-validator, openpyxl
+    from outreach.registry.importer import ImportStopped, import_contacts  # email-validator, openpyxl
 
-        result = import_contacts(
-            engine, file, source=source, dry_run=dry_run, rejects_path=rejects, sheet=sheet, progress=progress
-        )
+    try:
+        with _sigterm_as_interrupt(), _progress_bar() as progress:
+            result = import_contacts(
+                engine,
+                file,
+                source=source,
+                dry_run=dry_run,
+                rejects_path=rejects,
+                sheet=sheet,
+                progress=progress,
+            )
+    except ImportStopped as stopped:
+        how = "SIGTERM" if stopped.by_sigterm else "Ctrl-C"
+        if stopped.written:
+            sys.stderr.write(f"Import stopped ({how}) after it had finished: everything was written.\n")
+        else:
+            sys.stderr.write(
+                f"Import stopped ({how}): nothing was written; the database is as it was and there is no "
+                "rejects file.\n"
+            )
+        raise typer.Exit(143 if stopped.by_sigterm else 130) from None
     if as_json:
         echo_json(_import_json(result))
     else:
         _print_import(result)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` (a KeyboardInterrupt) in the import, as Ctrl-C does: its transaction
+    rolls back and its temporary rejects file is removed, where the default action would just end the
+    process."""
+    from outreach.registry.importer import Terminated
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _is_register_export(path: Path) -> bool:

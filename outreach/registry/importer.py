@@ -17,9 +17,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -223,6 +226,7 @@ def import_contacts(
     target = rejects_path or default_rejects_path(path)
     if target.resolve() == path.resolve():
         raise UsageError(f"--rejects {target} would overwrite the file being imported")
+    written = [False]  # set once the transaction has committed
     try:
         with engine.connect() as conn, open_table(path, sheet=sheet) as table:
             if source:
@@ -263,16 +267,23 @@ def import_contacts(
                     if result.rows_read == 0:
                         raise ImportFileError(f"{table.where}: the file has a header but no rows")
                     rejects.finish()  # on disk before the commit: a full disk rolls the import back
-                    if dry_run:
-                        tx.rollback()  # nothing was written; release the lock without a commit
+                    result.ignored_columns = table.ignored_columns  # now that every row has been seen
+                    # Ctrl-C and SIGTERM wait while the import commits and its rejects file takes its
+                    # name: an interrupted import has then either written nothing or everything.
+                    with _signals_held():
+                        if dry_run:
+                            tx.rollback()  # nothing was written; release the lock without a commit
+                        else:
+                            tx.commit()
+                            written[0] = True
+                        result.rejects_path = rejects.commit()
             except BaseException:
-                rejects.discard()
+                if not written[0]:
+                    rejects.discard()
                 raise
             finally:
                 if sqlite:
                     _sqlite_pragma(conn, "cache_size=-2000")  # SQLite's default, for the pool
-            result.ignored_columns = table.ignored_columns  # now that every row has been seen
-            result.rejects_path = rejects.commit()
     except IntegrityError as exc:
         raise DatabaseError(
             f"{path}: another import changed the same contacts at the same time ({exc.orig})",
@@ -280,8 +291,36 @@ def import_contacts(
         ) from None
     except OperationalError as exc:
         raise DatabaseError(f"{path}: the database refused the import: {exc.orig}") from None
+    except KeyboardInterrupt as exc:
+        raise ImportStopped(exc, written=written[0]) from None
     result.seconds = time.perf_counter() - started
     return result
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the import rolls back and cleans up (see the CLI)."""
+
+
+class ImportStopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM ended an import; ``written`` says whether it had committed first."""
+
+    def __init__(self, cause: KeyboardInterrupt, *, written: bool) -> None:
+        super().__init__()
+        self.by_sigterm = isinstance(cause, Terminated)
+        self.written = written
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM are delivered after the block, not inside it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _sqlite_pragma(conn: Connection, pragma: str) -> None:
