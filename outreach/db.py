@@ -202,11 +202,21 @@ def m008_review_decisions(conn: Connection) -> None:
         conn.exec_driver_sql(statement)
 
 
+def m004_event_content_hash(conn: Connection) -> None:
+    """``event.content_hash`` (issue 11, item 23): after a folder's UIDVALIDITY changes, `inbox sync`
+    reads it again from the start and skips what it recorded before by Message-ID; a message without
+    one (many DSNs and some replies) was recorded twice. The hash of its normalised headers and body
+    identifies it instead (outreach.tracking.imap_sync.content_fingerprint), through this index."""
+    conn.exec_driver_sql("ALTER TABLE event ADD COLUMN content_hash VARCHAR")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_event_content_hash ON event (content_hash)")
+
+
 # Append only. Never rename or remove an entry: names are recorded in databases in the field.
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("m001_initial", m001_initial),
     ("m002_delivery_keys", m002_delivery_keys),
     ("m003_griffie_index", m003_griffie_index),
+    ("m004_event_content_hash", m004_event_content_hash),
     ("m006_register", m006_register),
     ("m007_campaign_kenmerk", m007_campaign_kenmerk),
     ("m008_review_decisions", m008_review_decisions),

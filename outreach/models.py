@@ -253,6 +253,9 @@ class Event(SQLModel, table=True):
     text: str | None = None  # a short summary; never a whole letter
     reference: str | None = Field(default=None, index=True)  # inbound Message-ID (sync dedupes on it)
     dedupe_key: str | None = Field(default=None, unique=True)  # "imap:<mailbox>:<uidvalidity>:<uid>"
+    # sha256 of an inbound message's normalised headers and body (m004): how sync knows a message without
+    # a Message-ID again, after a UIDVALIDITY change or in another folder.
+    content_hash: str | None = Field(default=None, index=True)
 
 
 class InboxCursor(SQLModel, table=True):

@@ -321,6 +321,7 @@ def record_inbound(
     received_at: datetime | None,
     source: str = "imap",
     now: datetime | None = None,
+    content_hash: str | None = None,
 ) -> InboundOutcome:
     """Record one classified inbound message and apply what it means. Idempotent by ``dedupe_key``."""
     now = now or utcnow()
@@ -377,6 +378,7 @@ def record_inbound(
         "status_code": inbound.bounce_status if kind is EventKind.BOUNCE else None,
         "text": _clip(summary),
         "reference": inbound.message_id,
+        "content_hash": content_hash,
         "dedupe_key": dedupe_key,
     }
     event_id = insert_event(conn, values)

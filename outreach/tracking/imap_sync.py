@@ -4,8 +4,10 @@ Incremental per folder: the cursor (``InboxCursor``) holds the folder's UIDVALID
 seen (RFC 3501 section 2.3.1.1: UIDs only grow while UIDVALIDITY stays the same; when it changes the
 folder is read again from the start). Each message's event carries ``imap:<mailbox>:<uidvalidity>:<uid>``
 as its dedupe key, and a message whose Message-ID was recorded before (the same mail moved to another
-synced folder, or a folder read again after a UIDVALIDITY change) is not recorded twice. The events of a
-batch and the cursor are committed together, so an interrupted sync resumes where it stopped.
+synced folder, or a folder read again after a UIDVALIDITY change) is not recorded twice; one without a
+Message-ID is known by the hash of its sender-written headers and body (``content_fingerprint``). The
+events of a batch and the cursor are committed together, so an interrupted sync resumes where it
+stopped.
 
 Folders are opened read-only (EXAMINE) and bodies fetched with BODY.PEEK, so the sync never marks a
 message as read: staff still see new mail as new in their own mail client.
@@ -14,6 +16,7 @@ message as read: staff still see new mail as new in their own mail client.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import ssl
 from collections import Counter
@@ -310,7 +313,12 @@ def _record_one(
             subject=f"(unreadable message, UID {uid})",
             date=None,
         )
-    if inbound.message_id and _seen_message_id(conn, inbound.message_id):
+    fingerprint = content_fingerprint(bytes(raw))
+    if inbound.message_id:
+        if _seen_message_id(conn, inbound.message_id):
+            return None
+    elif _seen_content(conn, fingerprint):
+        # No Message-ID to know it by: the same headers and body recorded before are the same message.
         return None
     outcome = record_inbound(
         conn,
@@ -318,6 +326,7 @@ def _record_one(
         dedupe_key=f"imap:{mailbox}:{uidvalidity}:{uid}",
         received_at=_utc(data.get(b"INTERNALDATE")),
         now=now,
+        content_hash=fingerprint,
     )
     if outcome.event_id is None:
         return None
@@ -333,6 +342,50 @@ def _record_one(
 def _seen_message_id(conn: Connection, message_id: str) -> bool:
     query = select(EVENT.c.id).where(EVENT.c.reference == message_id, EVENT.c.source == "imap").limit(1)
     return conn.execute(query).first() is not None
+
+
+def _seen_content(conn: Connection, fingerprint: str) -> bool:
+    query = select(EVENT.c.id).where(EVENT.c.content_hash == fingerprint, EVENT.c.source == "imap").limit(1)
+    return conn.execute(query).first() is not None
+
+
+# What identifies a message when it has no Message-ID: the headers its sender wrote, not those a server
+# adds on the way or when a mailbox is restored (Received, X-*, flags); Content-Type for its boundary.
+_FINGERPRINT_HEADERS = (
+    b"from",
+    b"to",
+    b"cc",
+    b"date",
+    b"subject",
+    b"in-reply-to",
+    b"references",
+    b"content-type",
+)
+
+
+def content_fingerprint(raw: bytes) -> str:
+    """``sha256:<hex>`` of a message's sender-written headers (unfolded, spaces collapsed) and its body
+    (line ends and trailing spaces normalised), as fetched (the first ``FETCH_BYTES``)."""
+    data = raw.replace(b"\r\n", b"\n")
+    head, _, body = data.partition(b"\n\n")
+    fields: list[tuple[bytes, list[bytes]]] = []
+    current: list[bytes] | None = None
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):  # a folded continuation of the field before
+            if current is not None:
+                current.append(line)
+            continue
+        name, colon, value = line.partition(b":")
+        key = name.strip().lower()
+        current = [value] if colon and key in _FINGERPRINT_HEADERS else None
+        if current is not None:
+            fields.append((key, current))
+    digest = hashlib.sha256()
+    for key, parts in sorted(fields, key=lambda field: field[0]):
+        digest.update(key + b":" + b" ".join(b" ".join(parts).split()) + b"\n")
+    digest.update(b"\n")
+    digest.update(b"\n".join(line.rstrip() for line in body.split(b"\n")).rstrip(b"\n"))
+    return f"sha256:{digest.hexdigest()}"
 
 
 def _save_cursor(conn: Connection, mailbox: str, uidvalidity: int, last_uid: int, now: datetime) -> None:
