@@ -11,7 +11,6 @@ are never printed: their deliveries are skipped by planning as for e-mail.
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Sequence
@@ -21,6 +20,8 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
+from outreach import csvfiles
+from outreach.csvfiles import neutralise
 from outreach.errors import CampaignError, TemplateError
 from outreach.letters.address import MAX_LINES
 from outreach.letters.campaign import CampaignConfig
@@ -34,7 +35,6 @@ from outreach.registry.keys import fold
 
 PRINTED = DeliveryState.PRINTED.value
 _WAITING = (DeliveryState.PENDING.value, DeliveryState.DEFERRED.value, DeliveryState.HELD.value)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -51,9 +51,9 @@ class PrintResult:
 
 
 def safe_cell(value: object) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (CSV injection): a leading quote neutralises."""
-    text = "" if value is None else str(value)
-    return f"'{text}" if text.startswith(_FORMULA_START) else text
+    """A CSV cell a spreadsheet will not run as a formula (CSV injection): a leading quote neutralises.
+    Numbers too, as text: "-2" in an address line is not a sum (outreach.csvfiles does the rest)."""
+    return str(neutralise("" if value is None else str(value)))
 
 
 def _candidates(conn: Connection, campaign_id: int, *, everyone: bool, reprint: bool) -> list[int]:
@@ -205,7 +205,7 @@ def _addresses_csv(
 ) -> bytes:
     """nr;kenmerk;pagina's;adresregel 1..6: the order of the PDF, for the print shop's envelopes."""
     out = io.StringIO()
-    writer = csv.writer(out, delimiter=";", lineterminator="\r\n")
+    writer = csvfiles.writer(out, delimiter=";", lineterminator="\r\n")
     writer.writerow(["nr", "kenmerk", "paginas", *(f"adresregel {i}" for i in range(1, MAX_LINES + 1))])
     from pypdf import PdfReader
 
