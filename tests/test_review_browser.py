@@ -125,3 +125,21 @@ def test_the_letter_frame_runs_no_script_and_loads_nothing_remote(
         time.sleep(0.5)  # time for any request the frame might still make
         assert browser.title.startswith("Letter to Anna van Dijk")
     assert _Probe.hits == []
+
+
+def test_logging_in_with_the_password(start_review: StartReview, browser: webdriver.Chrome) -> None:
+    """On a network address: the login page, a wrong password, the right one; the session cookie is
+    HttpOnly, so the page's own scripts (if there were any) could not read it."""
+    with start_review(password="een lang wachtwoord", loopback=False) as site:
+        browser.get(site.url + "/recipients")
+        assert browser.current_url == site.url + "/login"
+        browser.find_element(By.ID, "password").send_keys("fout")
+        browser.find_element(By.CSS_SELECTOR, "form.narrow button").click()
+        wait_for(browser, "p.notice[role=alert]")
+        browser.find_element(By.ID, "password").send_keys("een lang wachtwoord")
+        browser.find_element(By.CSS_SELECTOR, "form.narrow button").click()
+        wait_for(browser, "ul.figures")
+        assert browser.title.startswith("Overview of 2026")
+        cookie = browser.get_cookie("outreach_review")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert browser.execute_script("return document.cookie") == ""
