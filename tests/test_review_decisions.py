@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -187,3 +188,22 @@ def test_approvals_must_be_a_small_whole_number(write_campaign: Callable[..., Ca
     for bad, message in (("0", "positive whole number"), ("1.5", "whole number"), ("9", "at most 5")):
         with pytest.raises(CampaignError, match=message):
             write_campaign(toml=f"approvals = {bad}\n" + MINIMAL_TOML)
+
+
+def test_campaign_show_json_has_the_history_as_documents(
+    runner: CliRunner, db_url: str, folder: Path
+) -> None:
+    import json
+
+    run(runner, db_url, folder, ["reject", "--campaign", "2026", "--by", "Bert", "--reason", "te lang"])
+    result = run(runner, db_url, folder, ["campaign", "show", "2026", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["approvals_required"] == 1
+    assert shown["approval"].startswith("rejected (by Bert, ")
+    (decision,) = shown["history"]
+    assert (
+        decision["decision"] == "rejected" and decision["by"] == "Bert" and decision["comment"] == "te lang"
+    )
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", decision["at"])
+    assert re.fullmatch(r"[0-9a-f]{64}", decision["fingerprint"])

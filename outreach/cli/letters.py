@@ -17,6 +17,7 @@ from outreach.letters.campaign import CampaignConfig, load_campaign, with_web_ba
 from outreach.letters.review import (
     approve_campaign,
     check_campaign,
+    format_decision,
     format_letter,
     list_campaigns,
     preview_letters,
@@ -69,8 +70,8 @@ def campaign_show(
             value = ", ".join(str(v) for v in value) or "-"
         typer.echo(f"{key:<20} {'-' if value is None else value}")
     typer.echo("history" + ("" if history else f"{'':<13} -"))
-    for line in history if isinstance(history, list) else []:
-        typer.echo(f"  {line}")
+    for decision in history if isinstance(history, list) else []:
+        typer.echo(f"  {format_decision(decision)}")
 
 
 def preview(

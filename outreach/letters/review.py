@@ -80,11 +80,23 @@ def approval_state(engine: Engine, campaign: CampaignConfig) -> str:
     return approval_status(engine, campaign).describe()
 
 
-def format_decision(decision: ApprovalRecord) -> str:
-    """One line of the decision history: '2026-01-20 14:02 UTC approved by Anna: comment'."""
-    who = f"{decision.decision} by {decision.approved_by}"
-    line = f"{decision.when} {who} (fingerprint {decision.fingerprint[:12]})"
-    return f"{line}: {decision.comment}" if decision.comment else line
+def decision_document(decision: ApprovalRecord) -> dict[str, str | None]:
+    """One decision of the history as `campaign show --json` gives it."""
+    return {
+        "at": f"{decision.approved_at:%Y-%m-%dT%H:%M:%S}Z",
+        "decision": decision.decision,
+        "by": decision.approved_by,
+        "comment": decision.comment,
+        "fingerprint": decision.fingerprint,
+    }
+
+
+def format_decision(document: dict[str, str | None]) -> str:
+    """One line of the history: '2026-01-20 14:02 UTC approved by Anna (fingerprint 3f2a...): comment'."""
+    at = (document["at"] or "")[:16].replace("T", " ")
+    short = (document["fingerprint"] or "")[:12]
+    line = f"{at} UTC {document['decision']} by {document['by']} (fingerprint {short})"
+    return f"{line}: {document['comment']}" if document["comment"] else line
 
 
 @dataclass(frozen=True)
@@ -168,7 +180,7 @@ def show_campaign(engine: Engine, campaign: CampaignConfig) -> dict[str, object]
         else None,
         "approvals_required": campaign.approvals,
         "approval": status.describe(),
-        "history": [format_decision(d) for d in reversed(status.history)],
+        "history": [decision_document(d) for d in reversed(status.history)],  # newest first
     }
 
 
