@@ -407,3 +407,9 @@ def test_the_pdf_letter_is_an_attachment_to_open(start_review: StartReview) -> N
     disposition = download.headers["content-disposition"]
     assert disposition.startswith('attachment; filename="Brief_aan_Wim_Wethouder_HVK-')
     assert "filename*=UTF-8''Brief%20aan%20Wim%20Wethouder%20%E2%80%93%20HVK-" in disposition
+
+
+def test_an_unknown_campaign_is_a_one_line_error(runner: CliRunner, db_url: str, engine: Engine) -> None:
+    result = runner.invoke(cli, ["--database", db_url, "review", "-c", "nope", "--no-browser"])
+    assert result.exit_code == 1
+    assert "campaign 'nope'" in result.stderr and "Traceback" not in result.output
