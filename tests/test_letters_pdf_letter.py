@@ -15,7 +15,9 @@ import pytest
 from pypdf import PdfReader
 from sqlalchemy import Engine
 from sqlmodel import Session
+from typer.testing import CliRunner, Result
 
+from outreach.cli import app
 from outreach.errors import CampaignError, TemplateError
 from outreach.letters.address import MAX_LINES, address_lines
 from outreach.letters.campaign import CampaignConfig, load_campaign
@@ -114,8 +116,9 @@ def test_the_reference_block_carries_kenmerk_date_and_subject(wethouder_pdf: byt
     text = " ".join(page.split())
     assert f"Ons kenmerk {KENMERK}" in text
     assert "Datum Utrecht, 1 december 2026" in text
-    assert "Onderwerp vaste gezichten voor kinderen in de jeugdzorg" in text
+    assert "Onderwerp Vaste gezichten voor kinderen in de jeugdzorg" in text
     assert "Geachte mevrouw De Vries," in text
+    assert "Wij komen graag bij u langs om te bespreken" in text  # no words glued by a template tag
     assert "Met jeugd, onderwijs en zorg in uw portefeuille bent u in Utrecht" in text
     # Signed by a person, with the function, and the PS about the griffie's copy.
     assert "Marit van den Heuvel\ndirecteur-bestuurder, Het Vergeten Kind" in page
@@ -164,6 +167,7 @@ def test_the_griffies_copy_speaks_to_the_griffie(griffie_pdf: bytes) -> None:
     # Never the wethouder's "you": the copy tells the griffie what the wethouder was asked.
     assert "U kunt daar" not in text and "uw portefeuille" not in text
     assert "De wethouder met jeugd in de portefeuille kan daar veel aan" in text
+    assert "Wij hebben de wethouder aangeboden om te bespreken" in text
 
 
 def test_the_same_letter_gives_the_same_bytes(campaign: CampaignConfig, wethouder_pdf: bytes) -> None:
@@ -339,3 +343,50 @@ def write_letter(write_campaign: Callable[..., CampaignConfig]) -> Callable[...,
 def test_the_renderer_needs_a_letter_section(write_campaign: Callable[..., CampaignConfig]) -> None:
     with pytest.raises(CampaignError, match="no \\[letter\\] section"):
         LetterRenderer(write_campaign())
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def _cli(runner: CliRunner, db_url: str, *args: str) -> Result:
+    return runner.invoke(app, ["--database", db_url, *args])
+
+
+def test_check_fails_a_letter_whose_address_overflows_the_window(
+    registry: Engine, db_url: str, runner: CliRunner
+) -> None:
+    with Session(registry) as session:
+        add_contact(session, "a.dekker@utrecht.nl", role="wethouder", portfolio="Jeugd", achternaam="Dekker")
+        add_contact(
+            session,
+            "lang@utrecht.nl",
+            role="wethouder",
+            portfolio="Jeugd",
+            voorletters="A.B.C.D.E.F.",
+            achternaam="Oldenbarnevelt tot Bloemendaal-Gravenhorst",
+        )
+        session.commit()
+    result = _cli(runner, db_url, "check", "--campaign", "wethouders-jeugd")
+    assert result.exit_code == 1
+    assert "FAIL lang@utrecht.nl:" in result.stdout
+    assert "the address does not fit the envelope window" in result.stdout
+    assert "a.dekker@utrecht.nl" not in result.stdout.split("Failures by problem")[0]
+    assert "1 letters rendered" in result.stdout and "1 failures" in result.stdout
+    approve = _cli(runner, db_url, "approve", "--campaign", "wethouders-jeugd", "--by", "Freke")
+    assert approve.exit_code == 1 and "cannot be approved" in approve.stderr
+
+
+def test_preview_writes_the_pdf_beside_the_eml_and_links_it(
+    registry: Engine, db_url: str, runner: CliRunner, tmp_path: Path
+) -> None:
+    with Session(registry) as session:
+        add_contact(session, "a.dekker@utrecht.nl", role="wethouder", portfolio="Jeugd", achternaam="Dekker")
+        session.commit()
+    out = tmp_path / "preview"
+    result = _cli(runner, db_url, "preview", "--campaign", "wethouders-jeugd", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    (pdf,) = out.glob("*.pdf")
+    assert pdf.with_suffix(".eml").exists()
+    assert f'href="{pdf.name}"' in (out / "index.html").read_text(encoding="utf-8")
+    text = " ".join(" ".join(page_texts(pdf.read_bytes())).split())
+    assert "Ons kenmerk HVK/" in text and "Gemeente Utrecht" in text
