@@ -88,7 +88,7 @@ def test_send_of_a_pdf_campaign_attaches_each_letter(
     stored = {path.read_bytes() for path in store.folder.glob("*/*.pdf")}
     for received in server.handler.messages:
         message = email.message_from_bytes(received.content, policy=email.policy.SMTP)
-        (part,) = [p for p in message.iter_attachments()]  # type: ignore[attr-defined]
+        (part,) = list(message.iter_attachments())
         assert part.get_content_type() == "application/pdf"
         assert part.get_payload(decode=True) in stored
         assert "Ons kenmerk: HVK/" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
