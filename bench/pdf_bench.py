@@ -315,7 +315,7 @@ def write_section(body: str) -> None:
         end = text.index(marker, start + len(marker)) + len(marker)
         text = text[:start] + marker + "\n" + body + marker + text[end:]
     else:
-        text = text.rstrip() + f"\n\n## PDF letters\n\n{marker}\n{body}{marker}\n"
+        raise SystemExit(f"{path}: no {marker} block to replace")
     path.write_text(text, encoding="utf-8")
 
 
