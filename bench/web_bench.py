@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a file: bench/web_bench.py
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.append(str(Path(__file__).resolve().parent.parent))  # after PYTHONPATH: another checkout wins
 
 from bench.send_bench import (
     CAMPAIGN_TOML,
@@ -57,6 +57,8 @@ VENV_BIN = Path(sys.executable).parent
 LETTERS = 10_000
 OPT_OUTS = 2_000
 CLIENTS = 50
+NICE = 0  # --nice: the web server's niceness (the systemd unit's Nice=)
+SEPARATE_DB = False  # --separate-db: the web server writes to a copy (CPU contention only)
 BODY = b"List-Unsubscribe=One-Click"
 
 
@@ -222,6 +224,12 @@ def recorded(db: Path) -> dict[str, int]:
     return {"events": row[0], "letters": row[1], "suppressions": suppressions, "skipped": skipped}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_send(folder: Path, db: Path, sink: int) -> tuple[float, str]:
     """``outreach send`` of campaign ``bench``: its wall seconds and output."""
     env = send_env(f"sqlite:///{db}", folder / "letters", sink)
@@ -245,12 +253,17 @@ def round_trip(folder: Path, prepared: Path, tokens: list[str], sink: int, n: in
     db = folder / f"loaded-{n}.db"
     shutil.copy(prepared, db)
     port = free_port()
-    env = send_env(f"sqlite:///{db}", folder / "letters", sink)
+    served = db
+    if SEPARATE_DB:  # the diagnostic: the same CPU load, but no shared database
+        served = folder / f"served-{n}.db"
+        shutil.copy(prepared, served)
+    env = send_env(f"sqlite:///{served}", folder / "letters", sink)
     env["OUTREACH_WEB_TRUSTED_PROXIES"] = "127.0.0.1"
     env["OUTREACH_WEB_BASE_URL"] = "https://post.example.nl"
     log = (folder / f"serve-{n}.log").open("w")
+    nice = ["nice", "-n", str(NICE)] if NICE else []
     server = subprocess.Popen(
-        [str(VENV_BIN / "outreach"), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+        [*nice, str(VENV_BIN / "outreach"), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
     )
     try:
         wait_port(port, 20)
@@ -260,7 +273,9 @@ def round_trip(folder: Path, prepared: Path, tokens: list[str], sink: int, n: in
             while sent_count(db) == 0 and time.monotonic() < deadline and not sending.done():
                 time.sleep(0.01)
             began = time.monotonic()
+            cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
             result = asyncio.run(load(port, tokens))
+            server_cpu, load_cpu = cpu_seconds(server.pid) - cpu_before, time.process_time() - own_before
             load_end = time.monotonic()
             send_wall, _ = sending.result()
             send_end = time.monotonic()
@@ -268,7 +283,7 @@ def round_trip(folder: Path, prepared: Path, tokens: list[str], sink: int, n: in
         server.terminate()
         server.wait(20)
         log.close()
-    counts = recorded(db)
+    counts = recorded(served)
     overlap = min(load_end, send_end) - began
     if n % 2 == 1:
         base = baseline(folder, prepared, sink, n)
@@ -283,6 +298,8 @@ def round_trip(folder: Path, prepared: Path, tokens: list[str], sink: int, n: in
         "requests": len(result.latencies),
         "overlap": overlap,
         "send_wall": send_wall,
+        "server_cpu": server_cpu,
+        "load_cpu": load_cpu,
         "load_wall": result.wall,
         **counts,
     }
@@ -292,7 +309,10 @@ def render(rounds: list[dict[str, Any]], load_avg: str) -> str:
     lines = [
         "## Web",
         "",
-        f"`flock /tmp/bench.lock .venv/bin/python bench/web_bench.py --rounds {len(rounds)}`:",
+        f"`flock /tmp/bench.lock .venv/bin/python bench/web_bench.py --rounds {len(rounds)}"
+        + (f" --nice {NICE}" if NICE else "")
+        + (" --separate-db" if SEPARATE_DB else "")
+        + "`:",
         f"{OPT_OUTS:,} RFC 8058 one-click POSTs from {CLIENTS} concurrent keep-alive clients to",
         f"`outreach serve` while `outreach send` sends {LETTERS:,} letters to smtp-sink on the same SQLite",
         "database; 2,000 of the recipients unsubscribe (from an earlier letter's token). Load average at",
@@ -300,15 +320,17 @@ def render(rounds: list[dict[str, Any]], load_avg: str) -> str:
         f"{load_avg} (2 cores, shared with the other engineers' work).",
         "",
         "| round | requests/s | p50 ms | p99 ms | max ms | errors | opt-outs recorded (events / letters /"
-        " suppressions) | whole send, letters/s: alone / with the load | change | load during send, s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        " suppressions) | whole send, letters/s: alone / with the load | change | load during send, s |"
+        " CPU s: serve / load generator |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in enumerate(rounds, 1):
         change = (r["loaded"] - r["baseline"]) / r["baseline"] * 100 if r["baseline"] else 0.0
         lines.append(
             f"| {n} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['errors']} | "
             f"{r['events']:,} / {r['letters']:,} / {r['suppressions']:,} | {r['baseline']:,.0f} / "
-            f"{r['loaded']:,.0f} | {change:+.1f}% | {r['overlap']:.1f} of {r['send_wall']:.1f} |"
+            f"{r['loaded']:,.0f} | {change:+.1f}% | {r['overlap']:.1f} of {r['send_wall']:.1f} | "
+            f"{r['server_cpu']:.2f} / {r['load_cpu']:.2f} |"
         )
     if len(rounds) > 1:
         median = {key: statistics.median(r[key] for r in rounds) for key in ("rate", "p50", "p99", "max")}
@@ -317,7 +339,7 @@ def render(rounds: list[dict[str, Any]], load_avg: str) -> str:
         lines.append(
             f"| median | {median['rate']:,.0f} | {median['p50']:.1f} | {median['p99']:.1f} | "
             f"{median['max']:.1f} | {sum(r['errors'] for r in rounds)} | | {base:,.0f} / {loaded:,.0f} | "
-            f"{(loaded - base) / base * 100:+.1f}% | |"
+            f"{(loaded - base) / base * 100:+.1f}% | | |"
         )
     return "\n".join(lines) + "\n"
 
@@ -345,7 +367,13 @@ def main() -> None:
         action="store_true",
         help="the 2,000 who unsubscribe are recipients of the running send (their letters are skipped)",
     )
+    parser.add_argument("--nice", type=int, default=0, help="run `outreach serve` under nice -n N")
+    parser.add_argument(
+        "--separate-db", action="store_true", help="the web server uses a copy of the database (diagnostic)"
+    )
     args = parser.parse_args()
+    global NICE, SEPARATE_DB
+    NICE, SEPARATE_DB = args.nice, args.separate_db
     load_avg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     rounds = []
     with tempfile.TemporaryDirectory(prefix="web-bench-") as tmp, smtp_sink() as sink:
