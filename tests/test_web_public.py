@@ -590,3 +590,34 @@ def test_concurrent_posts_are_recorded_once_each(web_site: WebSite) -> None:
     with web_site.engine.connect() as conn:
         reasons = conn.execute(select(SUPPRESSION.c.reason, SUPPRESSION.c.source)).all()
     assert sorted(tuple(r) for r in reasons) == [("opt-out", "web")] * 20
+
+
+def test_one_batch_records_each_choice_once(sent: tuple[WebSite, list[str]]) -> None:
+    """The writer's batch: duplicates within it, both scopes, an unknown token, in one transaction."""
+    from outreach.web.public.store import OptOutRequest, opt_out_many
+
+    site, addresses = sent
+    one, two = (site.letter(a).token for a in addresses[:2])
+    batch = [
+        OptOutRequest(one, "all", one_click=True),
+        OptOutRequest(one.upper(), "all", one_click=True),  # the same letter again (case folded)
+        OptOutRequest(two, "campaign"),
+        OptOutRequest("aaaaaaaaaaaaaaaa", "all"),
+        OptOutRequest(one, "campaign"),
+    ]
+    with site.engine.begin() as conn:
+        outcomes = opt_out_many(conn, batch)
+    assert [None if o is None else (o[1].recorded, o[1].suppressed) for o in outcomes] == [
+        (True, True),
+        (False, False),
+        (True, False),
+        None,
+        (True, False),
+    ]
+    assert len(events(site.engine, EventKind.OPT_OUT)) == 3
+    assert suppression(site.engine, addresses[0]).reason == "opt-out"
+    assert suppression(site.engine, addresses[1]) is None
+    with site.engine.begin() as conn:  # the same batch again: nothing new
+        again = opt_out_many(conn, batch)
+    assert [o[1].recorded for o in again if o is not None] == [False] * 4
+    assert len(events(site.engine, EventKind.OPT_OUT)) == 3

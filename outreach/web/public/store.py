@@ -259,15 +259,6 @@ def _skip(
     )
 
 
-def record_opt_out(
-    engine: Engine, token: str, scope: Scope, *, one_click: bool = False, now: datetime | None = None
-) -> OptOutResult | None:
-    """One opt-out in a transaction of its own."""
-    with engine.begin() as conn:
-        [done] = opt_out_many(conn, [OptOutRequest(token, scope, one_click)], now=now)
-    return done[1] if done is not None else None
-
-
 def record_opt_in(
     engine: Engine,
     token: str,
