@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -239,11 +237,6 @@ def build_public_app(engine: Engine, settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for name in PAGES:  # compiled before the first visitor, not during the first burst
             pages.env.get_template(name)
-        # What start-up built lives as long as the process: the collector need not walk it again.
-        gc.freeze()
-        # The writer thread needs the GIL back after each SQLite call; with the event loop busy it waited
-        # the default 5 ms switch interval every time, a batch several times over.
-        sys.setswitchinterval(0.0005)
         site.writer.start()
         try:
             yield
