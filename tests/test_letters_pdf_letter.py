@@ -390,3 +390,39 @@ def test_preview_writes_the_pdf_beside_the_eml_and_links_it(
     assert f'href="{pdf.name}"' in (out / "index.html").read_text(encoding="utf-8")
     text = " ".join(" ".join(page_texts(pdf.read_bytes())).split())
     assert "Ons kenmerk HVK/" in text and "Gemeente Utrecht" in text
+
+
+def test_the_automatic_copy_line_only_where_the_template_does_not_word_the_copy(
+    registry: Engine, write_campaign: Callable[..., CampaignConfig]
+) -> None:
+    toml = """\
+name = "Brief"
+subject = "Brief voor {{ municipality.name }}"
+text = "brief.txt.j2"
+griffie_copy = "separate"
+
+[from]
+name = "Het Vergeten Kind"
+address = "brieven@hetvergetenkind.nl"
+
+[audience]
+roles = ["wethouder"]
+"""
+    with Session(registry) as session:
+        griffie = add_contact(session, "griffie@utrecht.nl", role="griffie")
+        session.commit()
+        griffie_id = int(griffie.id or 0)
+    with registry.connect() as conn:
+        recipient = load_recipients(conn, [griffie_id])[griffie_id]
+    plain = write_campaign(slug="plain", toml=toml, files={"brief.txt.j2": "{{ aanhef }},\n\nDe brief.\n"})
+    text = LetterComposer(plain).render(recipient, token="x" * 16, now=DATE).text
+    assert text.startswith("Kopie voor de griffie: deze brief hebben wij op dinsdag 1 december 2026")
+    worded = write_campaign(
+        slug="worded",
+        toml=toml,
+        files={
+            "brief.txt.j2": "{{ aanhef }},\n\n{% if copy %}Ter kennisname.{% else %}De brief.{% endif %}\n"
+        },
+    )
+    text = LetterComposer(worded).render(recipient, token="x" * 16, now=DATE).text
+    assert text.startswith("Geachte griffie,\n\nTer kennisname.") and "Kopie voor de griffie" not in text

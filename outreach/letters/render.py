@@ -27,6 +27,7 @@ from jinja2 import (
     TemplateNotFound,
     TemplateRuntimeError,
     TemplateSyntaxError,
+    meta,
 )
 from jinja2 import TemplateError as JinjaTemplateError
 from jinja2.sandbox import SandboxedEnvironment
@@ -377,6 +378,7 @@ class CampaignTemplates:
             Fields("signer", {"name": signer.name, "function": signer.function}) if signer else None
         )
         self._globals = dict(self._text_env.globals)
+        self._copy_aware: dict[str, bool] = {}
         self._campaign_fields = Fields(
             "campaign",
             {
@@ -516,6 +518,15 @@ class CampaignTemplates:
             context["unsubscribe_url"] = self._render(self.unsubscribe_url, context, recipient).strip()
         return context
 
+    def _words_copy(self, template: Template) -> bool:
+        """Whether ``template`` uses the variable ``copy`` (so it has its own wording for the copy)."""
+        name = template.name or ""
+        if name not in self._copy_aware:
+            env = self._html_env if template.environment is self._html_env else self._text_env
+            source = env.loader.get_source(env, name)[0] if env.loader is not None else ""
+            self._copy_aware[name] = "copy" in meta.find_undeclared_variables(env.parse(source))
+        return self._copy_aware[name]
+
     def copy_line(self, recipient: Recipient, now: datetime) -> str:
         return COPY_LINE.format(
             datum=long_date(now),
@@ -538,8 +549,10 @@ class CampaignTemplates:
         if context["copy"]:
             line = self.copy_line(recipient, now)
             subject = f"Kopie: {subject}"
-            text = f"{line}\n\n{text}"
-            if html is not None:
+            # A template that says {% if copy %} words the copy itself: no second, automatic line.
+            if not self._words_copy(self.text):
+                text = f"{line}\n\n{text}"
+            if html is not None and self.html is not None and not self._words_copy(self.html):
                 html = _insert_after_body(
                     html, f'<p class="kopie"><em>{escape(line, quote=False)}</em></p>\n'
                 )
