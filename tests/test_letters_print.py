@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
 from outreach.cli import app
+from outreach.db import open_database
 from outreach.errors import CampaignError
 from outreach.letters.approval import record_approval
 from outreach.letters.campaign import CampaignConfig, load_campaign
@@ -21,7 +22,7 @@ from outreach.letters.printing import print_letters, safe_cell
 from outreach.models import Contact, Delivery, DeliveryState, Municipality
 from outreach.sending.status import campaign_status
 from outreach.tracking.report import campaign_report
-from tests.factories import add_contact, municipality
+from tests.factories import add_contact, load_reference, municipality
 from tests.fixtures_letters import TEMPLATES
 
 
@@ -42,6 +43,16 @@ def _paper_only(
     session.add(contact)
     session.flush()
     return contact
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def registry(request: pytest.FixtureRequest, db_url: str) -> Iterator[Engine]:
+    """The registry with the 342 municipalities, on SQLite and on PostgreSQL."""
+    url = db_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    engine = open_database(url)
+    load_reference(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture
@@ -177,9 +188,8 @@ def test_print_needs_an_approved_campaign_with_a_letter(
     assert not (tmp_path / "x").exists()
 
 
-def test_cli_print(
-    registry: Engine, db_url: str, runner: CliRunner, campaign: CampaignConfig, tmp_path: Path
-) -> None:
+def test_cli_print(registry: Engine, runner: CliRunner, campaign: CampaignConfig, tmp_path: Path) -> None:
+    db_url = registry.url.render_as_string(hide_password=False)
     out = tmp_path / "cli"
     result = runner.invoke(
         app, ["--database", db_url, "print", "--campaign", campaign.slug, "--out", str(out)]
