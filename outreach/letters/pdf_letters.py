@@ -305,12 +305,12 @@ def prepare_for_sending(
         recipients = load_recipients(conn, query)
     jobs = [LetterJob(r, delivery_kenmerk(kenmerk, r.contact_id)) for r in recipients.values() if r.sendable]
     if progress is None and sys.stderr.isatty():
-        progress = _terminal_progress()
+        progress = terminal_progress("PDF letters laid out before sending")
     return prepare_pdfs(campaign, jobs, now=now, store=PdfStore.default(), progress=progress)
 
 
-def _terminal_progress() -> Callable[[int, int], None]:
-    """'PDF letters laid out: 1,200 of 12,000' on one line of the terminal, at most twice a second."""
+def terminal_progress(what: str) -> Callable[[int, int], None]:
+    """'<what>: 1,200 of 12,000' on one line of the terminal (stderr), at most twice a second."""
     last = [0.0]
 
     def show(done: int, total: int) -> None:
@@ -318,7 +318,7 @@ def _terminal_progress() -> Callable[[int, int], None]:
         if done == total or now - last[0] >= 0.5:
             last[0] = now
             end = "\n" if done == total else ""
-            sys.stderr.write(f"\rPDF letters laid out before sending: {done:,} of {total:,}{end}")
+            sys.stderr.write(f"\r{what}: {done:,} of {total:,}{end}")
             sys.stderr.flush()
 
     return show

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -258,7 +259,7 @@ def check_campaign(
             sendable.append(recipient)
     failed: set[int] = set()
     if composer.pdfs is not None and composer.pdfs.store is not None:
-        from outreach.letters.pdf_letters import LetterJob, prepare_pdfs
+        from outreach.letters.pdf_letters import LetterJob, prepare_pdfs, terminal_progress
 
         prepared = prepare_pdfs(
             campaign,
@@ -266,6 +267,8 @@ def check_campaign(
             now=now,
             store=composer.pdfs.store,
             workers=workers,
+            # Laying out 12,000 letters takes minutes: a terminal sees it move.
+            progress=terminal_progress("PDF letters laid out") if sys.stderr.isatty() else None,
         )
         for recipient, error in prepared.failures:
             failed.add(recipient.contact_id)
