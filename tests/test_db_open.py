@@ -189,9 +189,13 @@ READERS = [
 
 def _outreach(url: str, *args: str, user: int | None = None) -> subprocess.CompletedProcess[str]:
     as_user = [] if user is None else ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HOME": "/tmp"}
+    if user is not None:
+        # Another user cannot write the coverage data file of `make test`'s measured subprocesses.
+        env = {name: value for name, value in env.items() if not name.startswith("COVERAGE_")}
     return subprocess.run(
         [*as_user, sys.executable, "-m", "outreach", "--database", url, *args],
-        env={**os.environ, "PYTHONPATH": str(REPO), "HOME": "/tmp"},
+        env=env,
         cwd="/tmp",
         capture_output=True,
         text=True,
