@@ -4,6 +4,7 @@ confirmation; by mouse at 1200 px and by keyboard on a 360-px phone."""
 from __future__ import annotations
 
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
@@ -18,7 +19,9 @@ from tests.fixtures_web import WebSite
 
 
 def heading(browser: webdriver.Chrome, text: str) -> WebElement:
-    WebDriverWait(browser, 10).until(
+    # While the next page replaces the old one, Chromium reports the old h1 as a node outside the
+    # document (a WebDriverException, not StaleElementReference): keep waiting through it.
+    WebDriverWait(browser, 10, ignored_exceptions=(WebDriverException,)).until(
         expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), text)
     )
     return browser.find_element(By.TAG_NAME, "h1")
