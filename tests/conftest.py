@@ -35,6 +35,8 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OUTREACH_TEMPLATES", str(REPO / "templates" / "letters"))
+    # No DNS from the tests (loopback only): tests of MX grouping inject their own resolver.
+    monkeypatch.setenv("OUTREACH_MX_LOOKUP", "off")
     yield
 
 

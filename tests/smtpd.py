@@ -34,6 +34,7 @@ class Fault:
     """What to do to a recipient: ``kind`` is one of
 
     - ``mail``: answer MAIL FROM with ``reply`` (keyed by the envelope sender, not a recipient);
+    - ``hang-at-mail``: never answer MAIL FROM (keyed by the envelope sender);
     - ``rcpt``: answer RCPT TO with ``reply`` (e.g. "451 4.7.1 greylisted", "550 5.1.1 no such user");
     - ``data``: take the body, then answer with ``reply`` instead of 250;
     - ``handler-error``: the server's handler raises while taking the body (aiosmtpd answers 500 and
@@ -64,6 +65,7 @@ class Handler:
     delay: float = 0.0  # seconds to think before answering each message (to catch a sender mid-run)
     sessions: int = 0
     rcpts: list[str] = field(default_factory=list)  # every RCPT TO the server accepted, bodies or not
+    tried: list[str] = field(default_factory=list)  # every RCPT TO the server was asked, refused or not
     # Called (on the server's thread) after a message is stored, before its 250 goes back.
     after_message: Callable[[], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,7 +92,9 @@ class Handler:
     async def handle_MAIL(
         self, server: SMTP, session: Any, envelope: Any, address: str, mail_options: list[str]
     ) -> str:
-        fault = self._fault(address, "mail")
+        fault = self._fault(address, "mail", "hang-at-mail")
+        if fault is not None and fault.kind == "hang-at-mail":
+            await asyncio.sleep(10)
         if fault is not None:
             return fault.reply
         envelope.mail_from = address
@@ -100,6 +104,8 @@ class Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
+        with self.lock:
+            self.tried.append(address)
         fault = self._fault(address, "rcpt", "disconnect-at-rcpt")
         if fault is not None and fault.kind == "rcpt":
             return fault.reply

@@ -103,6 +103,11 @@ class SendingConfig:
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_file: Path | None = None
+    # Destinations are mail servers too (outreach/sending/mx.py): recipient domains behind one MX provider
+    # (Exchange Online) share these limits and the slow-down when it signals overload.
+    mx_groups: bool = True  # look up each recipient domain's MX once per run and group by provider
+    group_connections: int = 20  # letters in flight at once per MX group (Postfix's default per destination)
+    group_rate: float | None = None  # letters per second per MX group
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,9 @@ _SECTION_KEYS: dict[str, set[str]] = {
         "dkim_selector",
         "dkim_domain",
         "dkim_key_file",
+        "mx_groups",
+        "group_connections",
+        "group_rate",
     },
     "sending.window": {"days", "start", "end"},
 }
@@ -366,6 +374,7 @@ def _parse_sending(root: _Reader, folder: Path) -> SendingConfig:
         )
     connections = reader.number("domain_connections", integer=True)
     per_connection = reader.number("max_per_connection", integer=True)
+    group_connections = reader.number("group_connections", integer=True)
     return SendingConfig(
         rate=reader.number("rate"),
         domain_rate=reader.number("domain_rate"),
@@ -376,6 +385,9 @@ def _parse_sending(root: _Reader, folder: Path) -> SendingConfig:
         dkim_selector=selector,
         dkim_domain=dkim_domain,
         dkim_key_file=(folder / key_file) if key_file else None,
+        mx_groups=reader.boolean("mx_groups", True),
+        group_connections=int(group_connections) if group_connections is not None else 20,
+        group_rate=reader.number("group_rate"),
     )
 
 

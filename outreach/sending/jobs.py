@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from outreach.sending.claim import ClaimedRow
+from outreach.sending.smtp import Letter
 
 
 @dataclass(slots=True)
@@ -19,7 +20,12 @@ class Job:
     body: bytes
     domain: str  # the addressee's domain, for throttling
     attempted: bool = False  # moved to ``sending`` at least once in this run
-    tries: int = 0
+    tries: int = 0  # tries in this run
+    counted: int = 0  # of those, tries that count against the letter (not failures of a destination)
+    group: str | None = None  # the MX provider group of ``domain`` (outreach.sending.mx), when known
+
+    def letter(self) -> Letter:
+        return Letter(self.row.id, self.sender, self.recipients, self.body)
 
 
 class LetterSource(Protocol):

@@ -69,6 +69,16 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class Letter:
+    """One letter as the connection sends it: whose it is, the envelope and the bytes."""
+
+    key: object  # whose letter (the caller's delivery id)
+    sender: str
+    recipients: Sequence[str]  # the addressee first, then copies
+    body: bytes
+
+
+@dataclass(frozen=True)
 class _Envelope:
     key: object  # whose letter (the caller's delivery id)
     commands: list[bytes]  # MAIL FROM and RCPT TO lines
@@ -292,9 +302,10 @@ class SmtpConnection:
         except UnicodeEncodeError:
             return address.encode("utf-8"), True
 
-    def _envelope(self, key: object, sender: str, recipients: Sequence[str], body: bytes) -> _Envelope:
+    def _envelope(self, letter: Letter) -> _Envelope:
         """The commands of one transaction and its body, ready to write (dot-stuffed, CRLF-terminated)."""
-        sender_bytes, utf8 = self._encode_address(sender)
+        recipients, body = letter.recipients, letter.body
+        sender_bytes, utf8 = self._encode_address(letter.sender)
         rcpt_bytes: list[bytes] = []
         for address in recipients:
             encoded, needs_utf8 = self._encode_address(address)
@@ -317,24 +328,16 @@ class SmtpConnection:
         # With copies, DATA waits for the RCPT replies: a refused addressee must end the transaction
         # with RSET, and after a pipelined 354 the only way out would be an empty message to the copy.
         pipeline_data = self.pipelining and len(recipients) == 1
-        return _Envelope(key, commands, pipeline_data, body)
+        return _Envelope(letter.key, commands, pipeline_data, body)
 
     def next_envelope_for(self, key: object) -> bool:
         """Whether the envelope of the letter ``key`` already went out behind the previous body."""
         return self._next is not None and self._next.key == key
 
-    async def send(
-        self,
-        sender: str,
-        recipients: Sequence[str],
-        body: bytes,
-        *,
-        key: object = None,
-        then: tuple[object, str, Sequence[str], bytes] | None = None,
-    ) -> SendResult:
+    async def send(self, letter: Letter, *, then: Letter | None = None) -> SendResult:
         """Send one letter; ``recipients[0]`` is the addressee, the rest are copies.
 
-        ``then`` (key, sender, recipients, body) is the letter this connection sends next: with
+        ``then`` is the letter this connection sends next: with
         PIPELINING its MAIL, RCPT and DATA go out in the same write as this letter's body (RFC 2920 3.1:
         message content may be the first "command" of a group), so each letter costs one write and one
         wait for replies instead of two. Only its envelope goes out: its body waits for its own ``send``
@@ -349,18 +352,19 @@ class SmtpConnection:
         if transport is None or protocol is None or not self.is_open:
             raise ConnectionLostError("not connected", body_sent=False)
         timeout = self._settings.smtp_timeout
+        recipients = letter.recipients
         ahead, self._next = self._next, None
-        if ahead is not None and ahead.key != key:
+        if ahead is not None and ahead.key != letter.key:
             self.abort()  # the server expects another letter's body
             raise ConnectionLostError("the connection was prepared for another letter", body_sent=False)
-        letter = ahead if ahead is not None else self._envelope(key, sender, recipients, body)
+        envelope = ahead if ahead is not None else self._envelope(letter)
         follow: _Envelope | None = None
-        if then is not None and self.pipelining and len(then[2]) == 1:
+        if then is not None and self.pipelining and len(then.recipients) == 1:
             try:
-                follow = self._envelope(*then)
+                follow = self._envelope(then)
             except SmtpReplyError:
                 follow = None  # its own send reports it
-        commands, pipeline_data = letter.commands, letter.pipeline_data
+        commands, pipeline_data = envelope.commands, envelope.pipeline_data
         body_sent = self.handed_over = False
         try:
             if ahead is not None:
@@ -397,10 +401,10 @@ class SmtpConnection:
                     await self._reset(timeout)
                 raise SmtpReplyError(code, text, "data")
             if follow is not None:
-                transport.write(letter.body + b".\r\n" + b"".join(follow.commands) + b"DATA\r\n")
+                transport.write(envelope.body + b".\r\n" + b"".join(follow.commands) + b"DATA\r\n")
                 self._next = follow
             else:
-                transport.write(letter.body + b".\r\n")
+                transport.write(envelope.body + b".\r\n")
             body_sent = self.handed_over = True
             ((code, text),) = await protocol.read(1, timeout)
             if code != 250:

@@ -51,6 +51,9 @@ class Transition:
     next_attempt_at: datetime | None = None
     sent_at: datetime | None = None
     keep_claim: bool = False  # deferred within this run: this worker retries it shortly
+    # The try failed for the destination as a whole (down, throttling us): it does not count towards the
+    # letter's maximum, so the ``attempts`` its ``sending`` mark added is taken back.
+    uncount: bool = False
 
 
 _T = TypeVar("_T")
@@ -88,8 +91,8 @@ class _Statements:
         m = self._mark
         self.transition = (
             f"UPDATE {DELIVERY.name} SET state = {m}, last_code = {m}, last_error = {m}, "
-            f"next_attempt_at = {m}, sent_at = {m}, claimed_by = {m}, lease_until = {m}, updated_at = {m} "
-            f"WHERE id = {m} AND claimed_by = {m}"
+            f"next_attempt_at = {m}, sent_at = {m}, claimed_by = {m}, lease_until = {m}, updated_at = {m}, "
+            f"attempts = attempts - {m} WHERE id = {m} AND claimed_by = {m}"
         )
         self.mark_sending = lru_cache(maxsize=64)(self._mark_sending)
         states = ", ".join(f"'{state}'" for state in (*CLAIMABLE, SENDING))
@@ -112,10 +115,10 @@ class _Statements:
         return (
             "WITH v AS (SELECT * FROM unnest(%(ids)s::integer[], %(states)s::varchar[], "
             "%(codes)s::integer[], %(errors)s::varchar[], %(next)s::timestamp[], %(sent)s::timestamp[], "
-            "%(keep)s::boolean[]) "
-            "AS v(id, state, code, error, next_attempt_at, sent_at, keep)), "
+            "%(keep)s::boolean[], %(uncount)s::integer[]) "
+            "AS v(id, state, code, error, next_attempt_at, sent_at, keep, uncount)), "
             f"outcome AS (UPDATE {d} SET state = v.state, last_code = v.code, last_error = v.error, "
-            "next_attempt_at = v.next_attempt_at, sent_at = v.sent_at, "
+            "next_attempt_at = v.next_attempt_at, sent_at = v.sent_at, attempts = attempts - v.uncount, "
             "claimed_by = CASE WHEN v.keep THEN %(worker)s END, "
             "lease_until = CASE WHEN v.keep THEN %(lease)s::timestamp END, updated_at = %(now)s "
             f"FROM v WHERE {d}.id = v.id AND {d}.claimed_by = %(worker)s), "
@@ -387,6 +390,7 @@ class StateWriter:
                 worker if t.keep_claim else None,
                 lease_value if t.keep_claim else None,
                 now_value,
+                1 if t.uncount else 0,
                 t.delivery_id,
                 worker,
             )
@@ -442,6 +446,7 @@ class StateWriter:
             "next": [t.next_attempt_at for t in transitions],
             "sent": [t.sent_at for t in transitions],
             "keep": [t.keep_claim for t in transitions],
+            "uncount": [1 if t.uncount else 0 for t in transitions],
             "worker": self._worker,
             "lease": lease_until,
             "now": now,
