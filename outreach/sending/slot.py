@@ -59,9 +59,11 @@ class ConnectionSlot:
                     job = await worker.next_job(self)
                 if job is None:
                     return
+                worker.delivering += 1
                 try:
                     await self.deliver(job)
                 finally:
+                    worker.delivering -= 1
                     scheduler.done(job.domain, worker.clock())
                     worker.changed.set()
                 if connection.sent >= worker.max_per_connection:

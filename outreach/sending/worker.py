@@ -108,6 +108,7 @@ class Worker:
         self.not_handed_over: dict[int, str] = {}
         self._hard_stop: asyncio.TimerHandle | None = None
         self._live_slots = 0
+        self.delivering = 0  # slots in the middle of a letter
         self._relay_open_failed = False  # the SMTP server's latest failure was at opening a connection
         self._last_open_error = ""
         self._signals = 0
@@ -320,13 +321,14 @@ class Worker:
         while not self.stopping:
             self._defer_given_up()
             now = self.clock()
-            parked = relay.window is not None and slot.number >= relay.window
+            # Fewer connections: only ``window`` slots deliver at a time, the others close and wait.
+            parked = relay.window is not None and self.delivering >= relay.window
             if parked or relay.paused_until > now:
                 if parked and slot.connection.is_open:
                     await slot.connection.close()
                 if self.producer.done and len(self.scheduler) == 0:
                     return None
-                await self._wait(None if parked else relay.paused_until - now)
+                await self._wait(1.0 if parked else relay.paused_until - now)
                 continue
             job, wait = self.take()
             if job is not None:
