@@ -684,6 +684,9 @@ def main() -> None:
         "interleaved with this one (PYTHONPATH=DIR)",
     )
     parser.add_argument("--pairs", type=int, default=3, help="--baseline: interleaved pairs of runs")
+    parser.add_argument(
+        "--baseline-faults", action="store_true", help="--baseline: its sender through the 4 %% faults too"
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -696,7 +699,8 @@ def main() -> None:
         if args.baseline:
             print(compare_loopback(folder, prepared, args.count, args.concurrency, args.baseline, args.pairs))
         if "faults" in only:
-            print(fault_scenarios(folder, prepared, args.count, args.concurrency, args.baseline))
+            baseline = args.baseline if args.baseline_faults else None
+            print(fault_scenarios(folder, prepared, args.count, args.concurrency, baseline))
         if "throttle" in only:
             print(throttle_scenario(folder, args.count, args.concurrency))
         if not only & {"loopback", "rtt"} and not args.large:
