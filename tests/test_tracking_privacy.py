@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from outreach.cli import app
 from outreach.db import open_database, session_scope
 from outreach.errors import NotFoundError
+from outreach.letters.pdf_store import PdfStore
 from outreach.models import Contact, Delivery, DeliveryState, Event, EventKind, Suppression
 from outreach.registry.keys import email_hash
 from outreach.tracking.classify import classify
@@ -187,3 +189,26 @@ def test_cli_export_forget_purge(engine: Engine, db_url: str, runner: CliRunner)
     assert unknown.exit_code == 1 and unknown.stderr.startswith(
         "Error: nothing is held on nooit-gezien@example.nl"
     )
+
+
+def test_forget_and_purge_empty_the_pdf_letter_store(
+    runner: CliRunner, engine: Engine, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored PDF letter names its recipient but its key does not say whose it is: erasure empties it."""
+    load_reference(engine)
+    seed(engine)
+    store = PdfStore(tmp_path / "store")
+    monkeypatch.setenv("OUTREACH_PDF_CACHE", str(store.folder))
+    base = ["--database", db_url, "contacts"]
+    store.put("ab" + "0" * 62, b"%PDF-1.7 Geachte mevrouw")
+    forgotten = runner.invoke(app, [*base, "forget", PERSON, "--yes"])
+    assert forgotten.exit_code == 0, forgotten.output
+    assert "Removed 1 stored PDF letter(s)" in forgotten.stdout
+    assert list(store.folder.glob("*/*.pdf")) == []
+
+    store.put("cd" + "0" * 62, b"%PDF-1.7 Beste raadslid")
+    nothing_ended = runner.invoke(app, [*base, "purge", "--ended-before", "2000-01-01", "--yes"])
+    assert nothing_ended.exit_code == 0 and store.has("cd" + "0" * 62)  # nobody erased: store kept
+    purged = runner.invoke(app, [*base, "purge", "--ended-before", "2031-01-01", "--yes"])
+    assert purged.exit_code == 0, purged.output
+    assert not store.has("cd" + "0" * 62)

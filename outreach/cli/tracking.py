@@ -347,6 +347,19 @@ def forget_command(
         f"{result.events} response(s) anonymised."
     )
     typer.echo(f"Kept: a hashed suppression ({result.suppression}); the address itself is no longer stored.")
+    _clear_pdf_store()
+
+
+def _clear_pdf_store() -> None:
+    """Stored PDF letters carry names and offices but no owner, so an erasure removes them all."""
+    from outreach.letters.pdf_store import PdfStore
+
+    store = PdfStore.default()
+    removed = store.clear()
+    if removed:
+        typer.echo(
+            f"Removed {removed} stored PDF letter(s) from {store.folder} (laid out again when needed)."
+        )
 
 
 def purge_command(
@@ -382,6 +395,8 @@ def purge_command(
         f"{cutoff:%Y-%m-%d}; {result.letters} letter(s) kept anonymously"
         + ("." if result.dry_run else f", {result.events} response(s) anonymised.")
     )
+    if not result.dry_run and result.contacts:
+        _clear_pdf_store()
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,8 @@ letter simply has another key. ``outreach check`` and ``outreach send`` fill the
 worker processes; the composer then only reads. The folder is ``OUTREACH_PDF_CACHE`` or ``pdf-cache`` in
 the working directory; it holds letters (names and offices of the recipients), so files older than
 :data:`KEEP_DAYS` are removed when letters are prepared, and the folder may be deleted at any time.
+A key does not say whose letter it is, so erasing a person (``contacts forget``, ``contacts purge``)
+empties the whole store: the next check or send lays the letters out again.
 """
 
 from __future__ import annotations
@@ -69,4 +71,20 @@ class PdfStore:
                     removed += 1
             except OSError:
                 continue
+        return removed
+
+    def clear(self) -> int:
+        """Remove every stored letter (erasure: no key tells whose letter it is); returns how many."""
+        if not self.folder.is_dir():
+            return 0
+        removed = 0
+        for path in self.folder.glob("*/*.pdf"):
+            try:
+                path.unlink()
+                removed += 1
+            except OSError as exc:
+                raise ConfigError(
+                    f"{path}: cannot remove a stored PDF letter: {exc.strerror}",
+                    hint=f"delete the folder {self.folder} by hand",
+                ) from exc
         return removed
