@@ -367,7 +367,7 @@ def test_a_contact_added_after_approval_that_cannot_be_rendered_is_held_back(
 def test_a_reply_timeout_holds_after_a_longer_one_was_answered() -> None:
     """One timer per connection serves every read's deadline (smtp._TransactionProtocol): a short wait
     after a long one must still end at its own deadline, not at the long one's."""
-    from outreach.sending.smtp import _TransactionProtocol
+    from outreach.sending.smtp.protocol import ReplyReader as _TransactionProtocol
 
     async def scenario() -> str:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -398,7 +398,7 @@ def test_a_reply_timeout_holds_after_a_longer_one_was_answered() -> None:
 
 def test_replies_are_parsed_across_reads_and_lines() -> None:
     """Pipelined replies arrive several to a read, split anywhere, multi-line ones included."""
-    from outreach.sending.smtp import _TransactionProtocol
+    from outreach.sending.smtp.protocol import ReplyReader as _TransactionProtocol
 
     loop = asyncio.new_event_loop()
     loop.close()  # never run: the parser only needs it to create waiters, and none is waiting here

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from outreach.sending.destination import Signal
-from outreach.sending.smtp import ConnectFailedError, ConnectionLostError, SmtpReplyError
+from outreach.sending.errors import ConnectFailedError, ConnectionLostError, SmtpReplyError
 
 
 class Verdict(StrEnum):

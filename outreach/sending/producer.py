@@ -20,10 +20,10 @@ from outreach.errors import OutreachError
 from outreach.models import utcnow
 from outreach.sending.claim import HELD, SKIPPED, ClaimedRow, recover_abandoned
 from outreach.sending.composer import ComposerProcess
+from outreach.sending.errors import WriterFailedError
 from outreach.sending.failures import database_failure
 from outreach.sending.jobs import Job
 from outreach.sending.plan import RENDER_FAILED
-from outreach.sending.writer import WriterFailedError
 
 if TYPE_CHECKING:
     from outreach.sending.worker import Worker

@@ -19,7 +19,7 @@ from outreach.errors import SmtpError
 from outreach.models import utcnow
 from outreach.sending.claim import DEFERRED, FAILED, UNKNOWN
 from outreach.sending.classify import Classification, Verdict, classify_smtp_error
-from outreach.sending.errors import StopRun
+from outreach.sending.errors import StopRun, WriterFailedError
 from outreach.sending.jobs import Job
 from outreach.sending.retry import RetryAction
 from outreach.sending.smtp import (
@@ -28,7 +28,6 @@ from outreach.sending.smtp import (
     SmtpConnection,
     SmtpReplyError,
 )
-from outreach.sending.writer import WriterFailedError
 
 if TYPE_CHECKING:
     from outreach.sending.worker import Worker

@@ -29,7 +29,7 @@ from outreach.models import utcnow
 from outreach.sending.claim import DEFERRED, DELIVERY, SENDING, UNKNOWN, D, new_worker_id
 from outreach.sending.classify import Classification
 from outreach.sending.destination import Destination, DestinationLimits, Signal
-from outreach.sending.errors import StopRun
+from outreach.sending.errors import StopRun, WriterFailedError
 from outreach.sending.failures import database_failure
 from outreach.sending.jobs import Job, LetterSource
 from outreach.sending.mx import MxGroups, MxResolver
@@ -38,7 +38,7 @@ from outreach.sending.producer import Producer
 from outreach.sending.slot import ConnectionSlot
 from outreach.sending.summary import Progress, SendOptions, SendSummary
 from outreach.sending.throttle import DomainScheduler, monotonic
-from outreach.sending.writer import StateWriter, WriterFailedError
+from outreach.sending.writer import StateWriter
 
 log = logging.getLogger(__name__)
 

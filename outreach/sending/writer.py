@@ -38,6 +38,7 @@ from outreach.sending.claim import (
     token_sql,
     with_tokens,
 )
+from outreach.sending.errors import WriterFailedError as WriterFailedError
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,6 @@ class WalCheckpointer:
                     return
         finally:
             conn.close()
-
-
-class WriterFailedError(Exception):
-    """The database refused a state update; the run must stop (rows stay ``sending`` → ``unknown``)."""
 
 
 class StateWriter:

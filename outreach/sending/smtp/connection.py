@@ -1,13 +1,12 @@
 """One persistent SMTP connection: aiosmtplib opens it, a small pipelining protocol carries the letters.
 
 aiosmtplib does everything that is easy to get wrong: the greeting, EHLO, STARTTLS or implicit TLS with
-certificate checks, and AUTH. Once the session is ready, the transport is handed to
-``_TransactionProtocol``, which sends MAIL FROM, RCPT TO and DATA in one write when the server offers
-PIPELINING (RFC 2920) and reads the replies in order. aiosmtplib's own ``sendmail`` waits for each
-reply in turn (four round trips per letter) and cannot read pipelined replies; on loopback that caps it
-near 2,700 letters/s, the pipelined path reaches about three times that (docs/performance.md), and at a
-10 ms round trip it halves the time per letter. Servers without PIPELINING get the same commands one
-at a time.
+certificate checks, and AUTH. Once the session is ready, the transport is handed to ``ReplyReader``
+(``protocol``), and each letter goes through one method per phase of the transaction: the envelope
+(MAIL FROM, RCPT TO and, with PIPELINING (RFC 2920), DATA in one write), DATA, and the body (with the
+next letter's envelope behind it). aiosmtplib's own ``sendmail`` waits for each reply in turn and cannot
+read pipelined replies (docs/performance.md has the figures). Servers without PIPELINING get the same
+commands one at a time.
 
 Knowing exactly when the body was handed over is the point of owning the transaction: a connection
 that dies before the body was written leaves a letter that certainly was not delivered (``deferred``);
@@ -19,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,45 +25,18 @@ import aiosmtplib
 
 from outreach.config import Settings
 from outreach.errors import SmtpError
+from outreach.sending.errors import ConnectFailedError, ConnectionLostError, SmtpReplyError
+from outreach.sending.smtp.protocol import ReplyReader
+from outreach.sending.smtp.reply import (
+    CLOSING,
+    OK,
+    RECIPIENT_OK,
+    START_MAIL_INPUT,
+    TLS_NOT_AVAILABLE,
+    SmtpReply,
+)
 
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
-
-
-class SmtpReplyError(Exception):
-    """The server answered a command with a 4xx/5xx reply."""
-
-    def __init__(self, code: int, text: str, phase: str, recipient: str | None = None) -> None:
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
-        self.phase = phase  # "connect", "mail", "rcpt", "data", "body"
-        self.recipient = recipient
-
-
-class ConnectionLostError(Exception):
-    """The connection closed or timed out. ``body_sent`` tells whether the server may have the letter."""
-
-    def __init__(self, text: str, *, body_sent: bool, timeout: bool = False) -> None:
-        super().__init__(text)
-        self.text = text
-        self.body_sent = body_sent
-        self.timeout = timeout
-
-
-class ConnectFailedError(Exception):
-    """A connection could not be opened for a reason that may pass (refused, timeout, 4xx greeting)."""
-
-    def __init__(self, text: str, code: int | None = None) -> None:
-        super().__init__(text)
-        self.text = text
-        self.code = code
-
-
-@dataclass(frozen=True)
-class SendResult:
-    code: int
-    text: str
-    refused: dict[str, tuple[int, str]]  # copies (cc) the server refused while accepting the letter
 
 
 @dataclass(frozen=True)
@@ -79,111 +50,18 @@ class Letter:
 
 
 @dataclass(frozen=True)
+class SendResult:
+    code: int
+    text: str
+    refused: dict[str, tuple[int, str]]  # copies (cc) the server refused while accepting the letter
+
+
+@dataclass(frozen=True)
 class _Envelope:
     key: object  # whose letter (the caller's delivery id)
     commands: list[bytes]  # MAIL FROM and RCPT TO lines
     pipeline_data: bool  # DATA goes out with them
     body: bytes  # dot-stuffed, ends with CRLF
-
-
-class _TransactionProtocol(asyncio.Protocol):
-    """Reads SMTP replies (multi-line aware) into a queue; ``read(n)`` waits for n complete replies."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._buffer = bytearray()
-        self._lines: list[str] = []
-        self.replies: deque[tuple[int, str]] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._wanted = 0
-        self.lost: str | None = None
-        # The reply timeout: a deadline per read, and at most one timer per connection that checks it
-        # when it fires (and re-arms for a later deadline). A timer per read, created and cancelled
-        # twice per letter, was ~6 % of the event loop's time (cProfile, 10,000 letters).
-        self._deadline = 0.0
-        self._timeout = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def data_received(self, data: bytes) -> None:
-        # Whole lines are split off the chunk at once: with the next envelope behind each body, a read
-        # holds four replies ("250 queued", "250 OK", "250 OK", "354 go ahead"), and a loop of find()
-        # and slices over a bytearray cost ~30 µs per read (cProfile).
-        buffer = self._buffer
-        if buffer:
-            buffer += data
-            data = bytes(buffer)
-            buffer.clear()
-        last = data.rfind(b"\n")
-        if last < 0:
-            buffer += data
-            return
-        if last + 1 < len(data):
-            buffer += data[last + 1 :]
-        replies, lines = self.replies, self._lines
-        for line in data[:last].split(b"\n"):
-            try:
-                code = int(line[:3])
-            except ValueError:
-                self._fail(f"malformed reply line {line[:80]!r}")
-                return
-            text = line[4:].decode("utf-8", "replace").strip()
-            if line[3:4] == b"-":
-                lines.append(text)
-            elif lines:
-                lines.append(text)
-                replies.append((code, "\n".join(lines)))
-                lines.clear()
-            else:
-                replies.append((code, text))
-        waiter = self._waiter
-        if waiter is not None and len(replies) >= self._wanted and not waiter.done():
-            waiter.set_result(None)
-
-    def eof_received(self) -> bool:
-        self._fail("the server closed the connection")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(f"connection lost: {exc}" if exc else "the server closed the connection")
-
-    def _fail(self, text: str) -> None:
-        if self.lost is None:
-            self.lost = text
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    async def read(self, count: int, timeout: float) -> list[tuple[int, str]]:
-        if len(self.replies) < count and self.lost is None:
-            self._wanted = count
-            waiter = self._waiter = self._loop.create_future()
-            deadline = self._deadline = self._loop.time() + timeout
-            self._timeout = timeout
-            timer = self._timer
-            if timer is None or timer.when() > deadline:
-                if timer is not None:
-                    timer.cancel()
-                self._timer = self._loop.call_at(deadline, self._check_deadline)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-        if len(self.replies) < count:
-            raise ConnectionError(self.lost or "connection lost")
-        return [self.replies.popleft() for _ in range(count)]
-
-    def _check_deadline(self) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            return  # nothing is waiting; the next read arms the timer again
-        if self._loop.time() >= self._deadline:
-            waiter.set_exception(TimeoutError(f"no reply within {self._timeout:g} s"))
-        else:  # armed for an earlier read that was answered in time: wait for this one's deadline
-            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -199,7 +77,7 @@ class SmtpConnection:
         self._settings = settings
         self._local_hostname = local_hostname
         self._transport: asyncio.Transport | None = None
-        self._protocol: _TransactionProtocol | None = None
+        self._protocol: ReplyReader | None = None
         self.pipelining = False
         self._size = False
         self._smtputf8 = False
@@ -271,7 +149,7 @@ class SmtpConnection:
             raise _tls_error(where, exc) from None
         except aiosmtplib.SMTPResponseException as exc:
             client.close()
-            if exc.code == 421 or (400 <= exc.code < 500 and exc.code != 454):
+            if exc.code == CLOSING or (400 <= exc.code < 500 and exc.code != TLS_NOT_AVAILABLE):
                 raise ConnectFailedError(f"{where}: {exc.code} {exc.message}", exc.code) from None
             raise SmtpError(f"{where}: {exc.code} {exc.message}") from None
         except aiosmtplib.SMTPException as exc:
@@ -289,7 +167,7 @@ class SmtpConnection:
         self._smtputf8 = client.supports_extension("smtputf8")
         transport = client.transport
         assert isinstance(transport, asyncio.Transport)
-        protocol = _TransactionProtocol(asyncio.get_running_loop())
+        protocol = ReplyReader(asyncio.get_running_loop())
         transport.set_protocol(protocol)
         self._transport = transport
         self._protocol = protocol
@@ -337,22 +215,19 @@ class SmtpConnection:
     async def send(self, letter: Letter, *, then: Letter | None = None) -> SendResult:
         """Send one letter; ``recipients[0]`` is the addressee, the rest are copies.
 
-        ``then`` is the letter this connection sends next: with
-        PIPELINING its MAIL, RCPT and DATA go out in the same write as this letter's body (RFC 2920 3.1:
-        message content may be the first "command" of a group), so each letter costs one write and one
-        wait for replies instead of two. Only its envelope goes out: its body waits for its own ``send``
-        (with the same ``key``), after the caller has recorded it as ``sending``. A caller that decides
-        not to send it must ``abort`` the connection (the server awaits that body: RFC 2920 leaves no
-        clean way back from a pipelined 354).
+        ``then`` is the letter this connection sends next: with PIPELINING its MAIL, RCPT and DATA go
+        out in the same write as this letter's body (RFC 2920 3.1: message content may be the first
+        "command" of a group), so each letter costs one write and one wait for replies instead of two.
+        Only its envelope goes out: its body waits for its own ``send`` (with the same ``key``), after
+        the caller has recorded it as ``sending``. A caller that decides not to send it must ``abort``
+        the connection (the server awaits that body: RFC 2920 leaves no clean way back from a pipelined
+        354).
 
-        Raises ``SmtpReplyError`` when the server refuses the addressee or the letter,
+        Raises ``SmtpReplyError`` when the server refuses the addressee or the letter (with the phase),
         ``ConnectionLostError`` when the connection breaks (``body_sent`` says on which side of the body).
         """
-        transport, protocol = self._transport, self._protocol
-        if transport is None or protocol is None or not self.is_open:
+        if self._transport is None or self._protocol is None or not self.is_open:
             raise ConnectionLostError("not connected", body_sent=False)
-        timeout = self._settings.smtp_timeout
-        recipients = letter.recipients
         ahead, self._next = self._next, None
         if ahead is not None and ahead.key != letter.key:
             self.abort()  # the server expects another letter's body
@@ -364,77 +239,107 @@ class SmtpConnection:
                 follow = self._envelope(then)
             except SmtpReplyError:
                 follow = None  # its own send reports it
-        commands, pipeline_data = envelope.commands, envelope.pipeline_data
-        body_sent = self.handed_over = False
+        self.handed_over = False
         try:
-            if ahead is not None:
-                replies = await protocol.read(len(commands) + 1, timeout)
-            elif self.pipelining:
-                transport.write(b"".join(commands) + (b"DATA\r\n" if pipeline_data else b""))
-                replies = await protocol.read(len(commands) + pipeline_data, timeout)
-            else:
-                replies = []
-                for command in commands:
-                    transport.write(command)
-                    replies.extend(await protocol.read(1, timeout))
-                    if replies[0][0] != 250:
-                        break
-            code, text = replies[0]
-            if code != 250:
-                await self._end_failed_transaction(pipeline_data and replies[-1][0] == 354, timeout)
-                raise SmtpReplyError(code, text, "mail")
-            refused: dict[str, tuple[int, str]] = {}
-            for address, (code, text) in zip(recipients, replies[1 : 1 + len(recipients)], strict=False):
-                if code not in (250, 251):
-                    refused[address] = (code, text)
-            if recipients[0] in refused:
-                code, text = refused[recipients[0]]
-                await self._end_failed_transaction(pipeline_data and replies[-1][0] == 354, timeout)
-                raise SmtpReplyError(code, text, "rcpt", recipients[0])
-            if pipeline_data:
-                code, text = replies[-1]
-            else:
-                transport.write(b"DATA\r\n")
-                ((code, text),) = await protocol.read(1, timeout)
-            if code != 354:
-                if code != 421:
-                    await self._reset(timeout)
-                raise SmtpReplyError(code, text, "data")
-            if follow is not None:
-                transport.write(envelope.body + b".\r\n" + b"".join(follow.commands) + b"DATA\r\n")
-                self._next = follow
-            else:
-                transport.write(envelope.body + b".\r\n")
-            body_sent = self.handed_over = True
-            ((code, text),) = await protocol.read(1, timeout)
-            if code != 250:
-                if self._next is not None:
-                    # The next envelope is already with the server, behind a refused body: rather than
-                    # untangle its replies, start that letter afresh on a new connection.
-                    self.abort()
-                elif code != 421:
-                    # The transaction is over (RFC 5321 4.1.1.4), but a server whose handler failed may
-                    # keep the envelope (aiosmtpd does, answering the next MAIL with 503): RSET.
-                    await self._reset(timeout)
-                raise SmtpReplyError(code, text, "body")
+            replies = await self._send_envelope(envelope, already_sent=ahead is not None)
+            refused = await self._accept_envelope(envelope, letter.recipients, replies)
+            await self._open_data(envelope, replies)
+            reply = await self._send_body(envelope, follow)
         except asyncio.CancelledError:
             self.abort()  # a stop in mid-transaction: no QUIT (it could be message text); no more waiting
             raise
         except TimeoutError as exc:
             self.abort()
-            raise ConnectionLostError(str(exc), body_sent=body_sent, timeout=True) from None
+            raise ConnectionLostError(str(exc), body_sent=self.handed_over, timeout=True) from None
         except (ConnectionError, OSError) as exc:
             self.abort()
-            raise ConnectionLostError(str(exc) or "connection lost", body_sent=body_sent) from None
+            raise ConnectionLostError(str(exc) or "connection lost", body_sent=self.handed_over) from None
         except SmtpReplyError as exc:
-            if exc.code == 421:
-                # RFC 5321 3.8: 421 means the server is closing the channel.
-                self.abort()
+            if exc.code == CLOSING:
+                self.abort()  # RFC 5321 3.8: the server is closing the channel
             raise
         self.sent += 1
-        return SendResult(code, text, refused)
+        return SendResult(reply.code, reply.text, refused)
 
-    async def _end_failed_transaction(self, data_open: bool, timeout: float) -> None:
+    async def _send_envelope(self, envelope: _Envelope, *, already_sent: bool) -> list[SmtpReply]:
+        """MAIL FROM and RCPT TO (and a pipelined DATA): their replies. Sent behind the previous body
+        when ``already_sent``; in one write with PIPELINING; else one command at a time, stopping at a
+        refused MAIL FROM."""
+        transport, protocol = self._transport, self._protocol
+        assert transport is not None and protocol is not None
+        timeout = self._settings.smtp_timeout
+        commands = envelope.commands
+        if already_sent:
+            return await protocol.read(len(commands) + 1, timeout)
+        if self.pipelining:
+            transport.write(b"".join(commands) + (b"DATA\r\n" if envelope.pipeline_data else b""))
+            return await protocol.read(len(commands) + envelope.pipeline_data, timeout)
+        replies: list[SmtpReply] = []
+        for command in commands:
+            transport.write(command)
+            replies.append(await protocol.read_one(timeout))
+            if replies[0].code != OK:
+                break
+        return replies
+
+    async def _accept_envelope(
+        self, envelope: _Envelope, recipients: Sequence[str], replies: list[SmtpReply]
+    ) -> dict[str, tuple[int, str]]:
+        """The MAIL FROM and RCPT TO replies: raises for a refused sender or addressee; returns the
+        refused copies."""
+        data_open = envelope.pipeline_data and replies[-1].code == START_MAIL_INPUT
+        mail = replies[0]
+        if mail.code != OK:
+            await self._end_failed_transaction(data_open)
+            raise SmtpReplyError(mail.code, mail.text, "mail")
+        refused: dict[str, tuple[int, str]] = {}
+        for address, (code, text) in zip(recipients, replies[1 : 1 + len(recipients)], strict=False):
+            if code not in RECIPIENT_OK:
+                refused[address] = (code, text)
+        if recipients[0] in refused:
+            code, text = refused[recipients[0]]
+            await self._end_failed_transaction(data_open)
+            raise SmtpReplyError(code, text, "rcpt", recipients[0])
+        return refused
+
+    async def _open_data(self, envelope: _Envelope, replies: list[SmtpReply]) -> None:
+        """DATA (unless it was pipelined with the envelope) must be answered 354."""
+        if envelope.pipeline_data:
+            reply = replies[-1]
+        else:
+            assert self._transport is not None and self._protocol is not None
+            self._transport.write(b"DATA\r\n")
+            reply = await self._protocol.read_one(self._settings.smtp_timeout)
+        if reply.code != START_MAIL_INPUT:
+            if reply.code != CLOSING:
+                await self._reset()
+            raise SmtpReplyError(reply.code, reply.text, "data")
+
+    async def _send_body(self, envelope: _Envelope, follow: _Envelope | None) -> SmtpReply:
+        """The body and the end-of-data dot, with the next letter's envelope behind them when given;
+        the server's verdict on the letter."""
+        transport, protocol = self._transport, self._protocol
+        assert transport is not None and protocol is not None
+        if follow is not None:
+            transport.write(envelope.body + b".\r\n" + b"".join(follow.commands) + b"DATA\r\n")
+            self._next = follow
+        else:
+            transport.write(envelope.body + b".\r\n")
+        self.handed_over = True
+        reply = await protocol.read_one(self._settings.smtp_timeout)
+        if reply.code != OK:
+            if self._next is not None:
+                # The next envelope is already with the server, behind a refused body: rather than
+                # untangle its replies, start that letter afresh on a new connection.
+                self.abort()
+            elif reply.code != CLOSING:
+                # The transaction is over (RFC 5321 4.1.1.4), but a server whose handler failed may keep
+                # the envelope (aiosmtpd does, answering the next MAIL with 503): RSET.
+                await self._reset()
+            raise SmtpReplyError(reply.code, reply.text, "body")
+        return reply
+
+    async def _end_failed_transaction(self, data_open: bool) -> None:
         if data_open:
             # RFC 2920 3.1: DATA after a refused MAIL/RCPT must fail; a server that opened the body
             # anyway would take our next commands as text, so this connection is done.
@@ -442,12 +347,12 @@ class SmtpConnection:
         else:
             # The pipelined DATA was refused too (503/554), but the envelope may still be open (aiosmtpd
             # keeps it): RSET so the next MAIL FROM starts clean (RFC 5321 4.1.1.5).
-            await self._reset(timeout)
+            await self._reset()
 
-    async def _reset(self, timeout: float) -> None:
+    async def _reset(self) -> None:
         assert self._transport is not None and self._protocol is not None
         self._transport.write(b"RSET\r\n")
-        await self._protocol.read(1, timeout)
+        await self._protocol.read_one(self._settings.smtp_timeout)
 
     async def close(self) -> None:
         """QUIT politely; never raises."""
