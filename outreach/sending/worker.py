@@ -153,11 +153,20 @@ class Worker:
             else:
                 self.notify("Stopping: no letter in flight.")
             self.stop("interrupted")
-            for task in list(self.connecting):
-                task.cancel()  # no letter of theirs is marked ``sending``: nothing to wait for
+            self._cancel_connecting()
             self._hard_stop = asyncio.get_running_loop().call_later(grace, self._stop_now)
         else:
             self._stop_now()
+
+    def _cancel_connecting(self) -> None:
+        """Cancel the slots still opening a connection (no letter of theirs is marked ``sending``), and
+        again shortly: on Python 3.11 ``asyncio.wait_for`` drops a cancellation that arrives as its inner
+        step completes (gh-86296), which left a slot waiting out the greeting's timeout."""
+        if not self.connecting:
+            return
+        for task in list(self.connecting):
+            task.cancel()
+        asyncio.get_running_loop().call_later(0.2, self._cancel_connecting)
 
     def _stop_now(self) -> None:
         """A second Ctrl-C, or the first one's wait ran out: letters whose body was written become
