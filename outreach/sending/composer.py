@@ -34,11 +34,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from outreach.errors import DatabaseError, OutreachError
 from outreach.sending.claim import ClaimedRow
-from outreach.sending.jobs import Job
+from outreach.sending.jobs import Job, LetterSource
+
+if TYPE_CHECKING:
+    from outreach.letters.campaign import CampaignConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def start_method() -> str:
 class ComposerProcess:
     """The parent's handle on the child. ``request`` and ``receive`` are blocking (call them on a thread)."""
 
-    def __init__(self, database_url: str, campaign: Any) -> None:
+    def __init__(self, database_url: str, campaign: CampaignConfig) -> None:
         fork = start_method() == "fork"
         context = multiprocessing.get_context("fork") if fork else multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
@@ -147,7 +150,9 @@ class _Failure:
         return error
 
 
-def _child_main(conn: Connection, parent_end: Connection, database_url: str, campaign: Any) -> None:
+def _child_main(
+    conn: Connection, parent_end: Connection, database_url: str, campaign: CampaignConfig
+) -> None:
     parent_end.close()
     # Ctrl-C reaches the whole process group; the parent decides how to stop and then closes the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -172,7 +177,7 @@ def _child_main(conn: Connection, parent_end: Connection, database_url: str, cam
     os._exit(0)
 
 
-def _serve(conn: Connection, letters: Any) -> None:
+def _serve(conn: Connection, letters: LetterSource) -> None:
     try:
         conn.send("ready")
         while True:

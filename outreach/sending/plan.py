@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    Update,
     and_,
     case,
     func,
@@ -33,6 +34,7 @@ from sqlalchemy import (
 )
 
 from outreach.db import dialect_insert
+from outreach.letters.campaign import CampaignConfig
 from outreach.models import Approval, Campaign, Contact, DeliveryState, Suppression, utcnow
 from outreach.sending.claim import DEFERRED, DELIVERY, HELD, PENDING, SKIPPED, UNKNOWN, D
 
@@ -83,11 +85,15 @@ def dialect_insert_for(conn: Connection) -> Any:
 
 
 def plan_deliveries(
-    engine: Engine, campaign: Any, *, audience: Select[Any] | None = None, retry_unknown: bool = False
+    engine: Engine,
+    campaign: CampaignConfig,
+    *,
+    audience: Select[int] | None = None,
+    retry_unknown: bool = False,
 ) -> PlanResult:
     """Create the campaign's missing deliveries and skip the ones that must not go out.
 
-    ``campaign`` is a ``CampaignConfig`` (slug, name); ``audience`` defaults to
+    ``audience`` defaults to
     ``audience_contact_ids(campaign)`` and may be any SELECT of contact ids.
     """
     if audience is None:
@@ -134,7 +140,7 @@ def requeue_held(conn: Connection, campaign_id: int, now: datetime) -> int:
     return int(conn.execute(statement).rowcount)
 
 
-def _insert_missing(conn: Connection, campaign_id: int, audience: Select[Any], now: datetime) -> int:
+def _insert_missing(conn: Connection, campaign_id: int, audience: Select[int], now: datetime) -> int:
     ids = audience.subquery("audience")
     id_column = next(iter(ids.c))
     rows = select(
@@ -209,7 +215,7 @@ def skip_undeliverable(
     return int(total)
 
 
-def _skip(statement: Any, reason: str, now: datetime) -> Any:
+def _skip(statement: Update, reason: str, now: datetime) -> Update:
     return statement.values(
         state=SKIPPED, skip_reason=reason, claimed_by=None, lease_until=None, updated_at=now
     )

@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, select
+from sqlalchemy import Engine, Select, and_, case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.config import Settings
+from outreach.letters.campaign import CampaignConfig
 from outreach.models import utcnow
 from outreach.sending.claim import (
     DEFERRED,
@@ -67,19 +67,19 @@ COMPOSER_PROCESS_MIN = 1_000
 def run_send(
     engine: Engine,
     settings: Settings,
-    campaign: Any,
+    campaign: CampaignConfig,
     options: SendOptions,
     *,
     confirm: Callable[[int], bool] | None = None,
     progress: Progress | None = None,
     letters: LetterSource | None = None,
-    audience: Any = None,
+    audience: Select[int] | None = None,
     mx_resolver: MxResolver | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> SendSummary:
     """Send (or, with ``dry_run``, write out) the campaign's due letters. The core of ``outreach send``.
 
-    ``campaign`` is a ``CampaignConfig``. Checks the approval, plans, settles what dead workers left,
+    Checks the approval, plans, settles what dead workers left,
     asks ``confirm(due)`` when given, then sends. ``notify(line)`` tells the user at once what a Ctrl-C
     does (default: the log). Raises ``OutreachError`` for problems that stop the
     run before or while sending (not approved, authentication, TLS, the database); a summary otherwise.
@@ -97,12 +97,12 @@ def run_send(
 def _run_send(
     engine: Engine,
     settings: Settings,
-    campaign: Any,
+    campaign: CampaignConfig,
     options: SendOptions,
     confirm: Callable[[int], bool] | None,
     progress: Progress | None,
     letters: LetterSource | None,
-    audience: Any,
+    audience: Select[int] | None,
     mx_resolver: MxResolver | None,
     notify: Callable[[str], None] | None,
 ) -> SendSummary:
@@ -227,7 +227,7 @@ def delivery_counts(engine: Engine, campaign_id: int, *, worker: str = "") -> tu
 
 def _dry_run(
     engine: Engine,
-    campaign: Any,
+    campaign: CampaignConfig,
     campaign_id: int,
     options: SendOptions,
     letters: LetterSource,

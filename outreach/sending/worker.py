@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.config import Settings
 from outreach.errors import OutreachError, SmtpError
+from outreach.letters.campaign import CampaignConfig
 from outreach.models import utcnow
 from outreach.sending.claim import DEFERRED, DELIVERY, SENDING, UNKNOWN, D, new_worker_id
 from outreach.sending.classify import Classification
@@ -51,7 +52,7 @@ class Worker:
         self,
         engine: Engine,
         settings: Settings,
-        campaign: Any,
+        campaign: CampaignConfig,
         campaign_id: int,
         options: SendOptions,
         letters: LetterSource,
@@ -80,12 +81,12 @@ class Worker:
             domain_connections=sending.domain_connections or None,
             # Let a fast rate keep every connection busy: GCRA allows this many back to back.
             burst=max(1, min(options.concurrency, int(rate or 1))),
-            group_rate=getattr(sending, "group_rate", None),
-            group_connections=getattr(sending, "group_connections", None),
+            group_rate=sending.group_rate,
+            group_connections=sending.group_connections,
             pause_initial=options.destination_pause,
             pause_max=options.destination_pause_max,
         )
-        self.mx = MxGroups(mx_resolver if getattr(sending, "mx_groups", True) else None)
+        self.mx = MxGroups(mx_resolver if sending.mx_groups else None)
         # The SMTP server we connect to, as a destination: its window is the number of slots at work.
         self.relay = Destination(
             f"{settings.smtp_host}:{settings.smtp_port_effective}",
