@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from outreach.models import EventKind
-from outreach.tracking.classify import ClassifyOptions, classify, is_permanent, unsubscribe_address_key
+from outreach.tracking.bounces import is_permanent
+from outreach.tracking.classify import ClassifyOptions, classify, unsubscribe_address_key
 from tests.fixtures_tracking import LETTERS, UNSUBSCRIBE_ADDRESS, mail_fixture
 
 OPTIONS = ClassifyOptions(unsubscribe_addresses=frozenset({UNSUBSCRIBE_ADDRESS}))
