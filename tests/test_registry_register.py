@@ -17,7 +17,8 @@ from outreach.cli import app
 from outreach.errors import ImportFileError
 from outreach.models import Contact, Municipality
 from outreach.registry.importer import import_contacts
-from outreach.registry.register_sync import RegisterResult, import_register
+from outreach.registry.register_result import RegisterResult
+from outreach.registry.register_sync import import_register
 from outreach.sending.plan import plan_deliveries
 from outreach.tracking.privacy import forget_person
 from tests.fixtures_registry import WriteCsv
@@ -548,7 +549,12 @@ def test_the_command_line_loads_the_register_reader_only_when_it_reads_one() -> 
     import subprocess
     import sys
 
-    watched = ("email_validator", "outreach.registry.register_sync", "outreach.registry.register")
+    watched = (
+        "email_validator",
+        "outreach.registry.register_sync",
+        "outreach.registry.register_held",
+        "outreach.registry.register",
+    )
     probe = f"import sys, outreach.cli; print(sorted(m for m in {watched!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -11,7 +11,7 @@ import typer
 from outreach.cli.common import err_console
 
 if TYPE_CHECKING:  # the sync needs email-validator: loaded only when a register export is imported
-    from outreach.registry.register_sync import Change, RegisterResult
+    from outreach.registry.register_result import Change, RegisterResult
 
 KINDS = ("joined", "left", "changed", "unchanged")
 JOINED_LISTED = 200  # a first import joins everyone: past this, the list is in --dry-run and --json

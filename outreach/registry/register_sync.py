@@ -22,137 +22,29 @@ classifies exactly the same and writes nothing.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import SQLModel
 
 from outreach.errors import DatabaseError
 from outreach.models import Role, utcnow
 from outreach.registry.emails import AddressChecker, InvalidAddress
-from outreach.registry.keys import email_hash, email_key, office_key, register_key, sort_name
-from outreach.registry.register import Gemeente, Office, RegisterExport, person_key, read_export
+from outreach.registry.keys import email_hash, email_key, office_key, sort_name
+from outreach.registry.register import Gemeente, Office, RegisterExport, read_export
+from outreach.registry.register_held import MUNICIPALITY, NAMES, OWNED, HeldOffices
+from outreach.registry.register_result import Change, RegisterResult
+from outreach.registry.register_writes import PendingWrites
 from outreach.registry.values import CONTROL_CHARS
 
-CONTACT = SQLModel.metadata.tables["contact"]
-MUNICIPALITY = SQLModel.metadata.tables["municipality"]
-SUPPRESSION = SQLModel.metadata.tables["suppression"]
-
-REGISTER_ROLES = (
-    Role.BURGEMEESTER.value,
-    Role.WETHOUDER.value,
-    Role.RAADSLID.value,
-    Role.GRIFFIER.value,
-    Role.GRIFFIE.value,
-)
 NEW = -1  # the holder of an office key that a row inserted by this import takes
 MAX_WETHOUDERS = 9
 VERIFIED_WITHIN = timedelta(days=365)
-_CHUNK = 500
-
-# Fields the register owns: what it says replaces what is stored (a party of None is "Geen").
-_OWNED = ("party", "term_start", "term_end", "waarnemend", "locoburgemeester", "fractievoorzitter")
-# Name parts: the register's value replaces the stored one; a part it does not give is kept.
-_NAMES = ("title", "voorletters", "voornaam", "tussenvoegsel", "achternaam", "aanspreekvorm")
-_LOADED = (
-    "id",
-    "register_id",
-    "municipality_id",
-    "role",
-    *_NAMES,
-    *_OWNED,
-    "email",
-    "email_normalized",
-    "register_email",
-    "active",
-    "office_key",
-)
 _EMAIL_FIELDS = ("email", "email_normalized", "email_key", "email_hash", "office_key")
-
-
-@dataclass(frozen=True)
-class Change:
-    """One office that joined, left or changed, for the review table."""
-
-    kind: str  # "joined" | "left" | "changed"
-    municipality: str
-    cbs_code: str
-    role: str
-    name: str
-    register_id: str
-    fields: tuple[tuple[str, str, str], ...] = ()  # (field, old, new), for "changed"
-    note: str | None = None  # "took over a hand-imported row", "gone from the export", ...
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "municipality": self.municipality,
-            "cbs_code": self.cbs_code,
-            "role": self.role,
-            "name": self.name,
-            "register_id": self.register_id,
-            "changes": [{"field": f, "old": old, "new": new} for f, old, new in self.fields],
-            "note": self.note,
-        }
-
-
-@dataclass
-class RegisterResult:
-    """What a register import did (or, with ``dry_run``, would do)."""
-
-    path: Path
-    dry_run: bool
-    version: str | None
-    warnings: list[str]
-    gemeenten: int = 0  # active gemeenten matched to a municipality
-    joined: int = 0
-    left: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    without_email: int = 0  # offices in this export with no address in the registry
-    municipalities_updated: int = 0  # postal addresses stored or changed
-    changes: list[Change] = field(default_factory=list)
-    by_role: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    by_municipality: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    passed_over: Counter[str] = field(default_factory=Counter)  # reason -> entries
-    unknown_codes: list[str] = field(default_factory=list)
-    anomalies: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # municipality ->
-    sources: Counter[str] = field(default_factory=Counter)  # provenance -> offices
-    seconds: float = 0.0
-
-    def count(self, kind: str, role: str, municipality: str) -> None:
-        setattr(self, kind, getattr(self, kind) + 1)
-        self.by_role[role][kind] += 1
-        self.by_municipality[municipality][kind] += 1
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "file": str(self.path),
-            "kind": "register export",
-            "dry_run": self.dry_run,
-            "schema_version": self.version,
-            "warnings": self.warnings,
-            "gemeenten": self.gemeenten,
-            "joined": self.joined,
-            "left": self.left,
-            "changed": self.changed,
-            "unchanged": self.unchanged,
-            "without_email": self.without_email,
-            "municipality_addresses_updated": self.municipalities_updated,
-            "by_role": {k: dict(v) for k, v in sorted(self.by_role.items())},
-            "by_municipality": {k: dict(v) for k, v in sorted(self.by_municipality.items())},
-            "passed_over": dict(self.passed_over.most_common()),
-            "unknown_codes": self.unknown_codes,
-            "anomalies": {k: v for k, v in sorted(self.anomalies.items())},
-            "sources": dict(self.sources.most_common()),
-            "changes": [c.as_json() for c in self.changes],
-        }
 
 
 def import_register(
@@ -230,90 +122,17 @@ class _Sync:
         self.file_date = file_date
         self.now = utcnow()
         self.addresses = AddressChecker()
-        self.inserts: list[dict[str, Any]] = []
-        self.updates: list[dict[str, Any]] = []
-        self.retired: list[dict[str, Any]] = []  # written first: they free a register id
-        self.municipality_updates: list[dict[str, Any]] = []
-
-    # --- loading -------------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        conn = self.conn
-        self.municipalities = {
-            str(r.cbs_code): r
-            for r in conn.execute(
-                select(
-                    MUNICIPALITY.c.id,
-                    MUNICIPALITY.c.cbs_code,
-                    MUNICIPALITY.c.name,
-                    MUNICIPALITY.c.postal_address_line,
-                    MUNICIPALITY.c.postal_code,
-                    MUNICIPALITY.c.postal_city,
-                )
-            )
-        }
-        self.municipality_names = {int(r.id): str(r.name) for r in self.municipalities.values()}
-        self.municipality_codes = {int(r.id): str(r.cbs_code) for r in self.municipalities.values()}
-        columns = [CONTACT.c[name] for name in _LOADED]
-        self.registered: dict[str, dict[str, Any]] = {
-            str(r["register_id"]): dict(r)
-            for r in conn.execute(select(*columns).where(CONTACT.c.register_id.is_not(None))).mappings()
-        }
-        # Rows from council lists in the register's roles, which the register may take over: only their
-        # keys are held (a registry may hold 100,000 of them); a row taken over is read in full then.
-        self.columns = columns
-        self.holders: dict[str, int] = {}  # office_key -> contact id (NEW: a row this import adds)
-        self.unclaimed: set[int] = set()
-        self.by_person: dict[tuple[int, str, str], list[int]] = defaultdict(list)
-        unclaimed = select(
-            CONTACT.c.id,
-            CONTACT.c.office_key,
-            CONTACT.c.municipality_id,
-            CONTACT.c.role,
-            CONTACT.c.voorletters,
-            CONTACT.c.tussenvoegsel,
-            CONTACT.c.achternaam,
-        ).where(CONTACT.c.register_id.is_(None), CONTACT.c.role.in_(REGISTER_ROLES))
-        for cid, key, municipality_id, role, voorletters, tussenvoegsel, achternaam in conn.execute(
-            unclaimed
-        ):
-            self.unclaimed.add(cid)
-            if key:  # only a row with an address has one: the address is what a take-over keeps
-                self.holders[key] = cid
-                if municipality_id is not None:
-                    name = person_key(voorletters, tussenvoegsel, achternaam)
-                    self.by_person[(municipality_id, role, name)].append(cid)
-        # Every office key in use among register rows too: an address the register moves to must be free.
-        for row in self.registered.values():
-            if row["office_key"]:
-                self.holders.setdefault(row["office_key"], int(row["id"]))
-
-    def _fetch(self, contact_id: int) -> dict[str, Any]:
-        row = self.conn.execute(select(*self.columns).where(CONTACT.c.id == contact_id)).mappings().one()
-        return dict(row)
-
-    def _forgotten(self, register_ids: Sequence[str]) -> set[str]:
-        """Register ids erased with `contacts forget register:ID`: passed over."""
-        hashes = {email_hash(register_key(rid)): rid for rid in register_ids}
-        found: set[str] = set()
-        keys = list(hashes)
-        for start in range(0, len(keys), _CHUNK):
-            chunk = keys[start : start + _CHUNK]
-            for digest in self.conn.execute(
-                select(SUPPRESSION.c.key_hash).where(SUPPRESSION.c.key_hash.in_(chunk))
-            ).scalars():
-                found.add(hashes[str(digest)])
-        return found
+        self.pending = PendingWrites()
 
     # --- the sync --------------------------------------------------------------------------------
 
     def run(self, export: RegisterExport) -> None:
-        self._load()
+        self.held = HeldOffices(self.conn)
         result = self.result
         listed: dict[str, tuple[Gemeente, Office]] = {}
         gemeenten: list[tuple[Gemeente, Any]] = []
         for gemeente in export.gemeenten:
-            muni = self.municipalities.get(gemeente.cbs_code)
+            muni = self.held.municipalities.get(gemeente.cbs_code)
             if muni is None:
                 result.unknown_codes.append(f"{gemeente.name} ({gemeente.cbs_code.lower()})")
                 result.passed_over["gemeente with a code outreach does not know"] += 1
@@ -321,7 +140,7 @@ class _Sync:
             gemeenten.append((gemeente, muni))
             for office in [*gemeente.offices, *_griffie_office(gemeente)]:
                 listed.setdefault(office.register_id, (gemeente, office))
-        forgotten = self._forgotten(list(listed))
+        forgotten = self.held.forgotten(list(listed))
         seen: set[str] = set()
         for gemeente, muni in gemeenten:
             result.gemeenten += 1
@@ -338,7 +157,8 @@ class _Sync:
                 self._office(office, int(muni.id), str(muni.name), source)
         ended = {rid: end for g, _ in gemeenten for rid, end in g.ended.items() if rid not in seen}
         self._left(seen, ended, {g.cbs_code: g for g, _ in gemeenten})
-        self._write()
+        if not self.result.dry_run:
+            self.pending.write(self.conn, self.now)
 
     def _office(self, office: Office, municipality_id: int, municipality: str, source: str) -> None:
         result = self.result
@@ -350,7 +170,7 @@ class _Sync:
             )
             return
         email = self._checked_address(office, municipality)
-        existing = self.registered.get(office.register_id)
+        existing = self.held.registered.get(office.register_id)
         note = None
         merged: list[tuple[str, str, str]] = []
         if existing is None:
@@ -376,7 +196,7 @@ class _Sync:
             kind = "joined"
         if values or note is not None or not existing["active"]:
             values.update(register_id=office.register_id, register_email=email, active=True, source=source)
-            self.updates.append({"b_id": existing["id"], **values})
+            self.pending.updates.append({"b_id": existing["id"], **values})
             result.sources[source] += 1
         result.count(kind, office.role, municipality)
         if values.get("email", existing["email"]) is None:
@@ -386,7 +206,7 @@ class _Sync:
                 Change(
                     kind=kind,
                     municipality=municipality,
-                    cbs_code=self.municipality_codes[municipality_id],
+                    cbs_code=self.held.municipality_codes[municipality_id],
                     role=office.role,
                     name=_display(office),
                     register_id=office.register_id,
@@ -410,28 +230,23 @@ class _Sync:
 
     def _take_over(self, office: Office, municipality_id: int, email: str | None) -> dict[str, Any] | None:
         """A hand-imported row of the same office: by address, else (one match only) by name."""
-        cbs = self.municipality_codes[municipality_id]
+        cbs = self.held.municipality_codes[municipality_id]
         if email is not None:
-            holder = self.holders.get(
+            holder = self.held.holders.get(
                 office_key(email_key(self.addresses.normalize(email)), cbs, office.role)
             )
-            if holder is not None and holder in self.unclaimed:
-                return self._claim(holder)
+            if holder is not None and holder in self.held.unclaimed:
+                return self.held.claim(holder)
         if office.role == Role.GRIFFIE.value:
             return None
-        candidates = self.by_person.get((municipality_id, office.role, office.name_key), [])
-        if len(candidates) == 1 and candidates[0] in self.unclaimed:
-            return self._claim(candidates[0])
+        candidates = self.held.by_person.get((municipality_id, office.role, office.name_key), [])
+        if len(candidates) == 1 and candidates[0] in self.held.unclaimed:
+            return self.held.claim(candidates[0])
         return None
-
-    def _claim(self, contact_id: int) -> dict[str, Any]:
-        """Take a hand-imported row over for this import's office: no second office takes it over."""
-        self.unclaimed.discard(contact_id)
-        return self._fetch(contact_id)
 
     def _retire(self, row: dict[str, Any], source: str) -> None:
         """A register row without an address whose office a hand-imported row now holds: kept, inactive."""
-        self.retired.append(
+        self.pending.retired.append(
             {
                 "b_id": row["id"],
                 "register_id": None,
@@ -446,12 +261,12 @@ class _Sync:
     ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
         values: dict[str, Any] = {}
         fields: list[tuple[str, str, str]] = []
-        for name in _NAMES:
+        for name in NAMES:
             new = getattr(office, name)
             if new is not None and new != row[name]:
                 values[name] = new
                 fields.append((name, _text(row[name]), _text(new)))
-        for name in _OWNED:
+        for name in OWNED:
             new = getattr(office, name)
             if new != (bool(row[name]) if isinstance(new, bool) else row[name]):
                 values[name] = new
@@ -463,9 +278,9 @@ class _Sync:
         # The register wins when it changes the address it gave; otherwise the stored one stays (an
         # address staff imported by hand, or the register's own).
         if email is not None and email != row["register_email"] and email != row["email"]:
-            cbs = self.municipality_codes[int(row["municipality_id"])]
+            cbs = self.held.municipality_codes[int(row["municipality_id"])]
             address = self._address(email, cbs, str(row["role"]))
-            holder = self.holders.get(address["office_key"])
+            holder = self.held.holders.get(address["office_key"])
             if holder is not None and holder != row["id"]:
                 who = "another contact this import adds" if holder == NEW else f"contact #{holder}"
                 self.result.anomalies[municipality].append(
@@ -475,7 +290,7 @@ class _Sync:
             else:
                 values.update(address)
                 fields.append(("email", _text(row["email"]), email))
-                self.holders[address["office_key"]] = int(row["id"])
+                self.held.holders[address["office_key"]] = int(row["id"])
         if email != row["register_email"] and not fields and not values:
             values["register_email"] = email  # bookkeeping only: the row itself is unchanged
         return values, fields
@@ -494,13 +309,13 @@ class _Sync:
     def _insert(
         self, office: Office, municipality_id: int, municipality: str, email: str | None, source: str
     ) -> None:
-        cbs = self.municipality_codes[municipality_id]
+        cbs = self.held.municipality_codes[municipality_id]
         address = dict.fromkeys(_EMAIL_FIELDS)
         if email is not None:
             candidate = self._address(email, cbs, office.role)
-            if candidate["office_key"] not in self.holders:
+            if candidate["office_key"] not in self.held.holders:
                 address = candidate
-                self.holders[candidate["office_key"]] = NEW
+                self.held.holders[candidate["office_key"]] = NEW
             else:
                 self.result.anomalies[municipality].append(
                     f"{office.role} {office.full_name}: address {email} is already held by another "
@@ -510,7 +325,7 @@ class _Sync:
             "municipality_id": municipality_id,
             "role": office.role,
             **address,
-            **{name: getattr(office, name) for name in (*_NAMES, *_OWNED)},
+            **{name: getattr(office, name) for name in (*NAMES, *OWNED)},
             "sort_name": sort_name(office.achternaam, office.tussenvoegsel),
             "source": source,
             "imported_at": self.now,
@@ -520,7 +335,7 @@ class _Sync:
             "register_email": email,
             "portfolio": None,
         }
-        self.inserts.append(row)
+        self.pending.inserts.append(row)
         self.result.count("joined", office.role, municipality)
         self.result.sources[source] += 1
         if address["email"] is None:
@@ -535,24 +350,26 @@ class _Sync:
         The term end is the export's end date; for someone simply gone from the export, the date the
         register's data on their gemeente last changed (or today), unless an earlier end is stored."""
         self.result.passed_over["end date passed, never in the registry"] += sum(
-            1 for rid in ended if rid not in self.registered
+            1 for rid in ended if rid not in self.held.registered
         )
         if not self.result.passed_over["end date passed, never in the registry"]:
             del self.result.passed_over["end date passed, never in the registry"]
-        for register_id, row in self.registered.items():
+        for register_id, row in self.held.registered.items():
             if register_id in seen or not row["active"]:
                 continue
             if row["municipality_id"] is None:
                 continue
-            cbs = self.municipality_codes[int(row["municipality_id"])]
-            municipality = self.municipality_names[int(row["municipality_id"])]
+            cbs = self.held.municipality_codes[int(row["municipality_id"])]
+            municipality = self.held.municipality_names[int(row["municipality_id"])]
             gemeente = gemeenten.get(cbs)
             mutated = gemeente.mutated if gemeente is not None else None
             when = ended.get(register_id) or mutated or self.today
             stored = row["term_end"]
             term_end = stored if stored is not None and stored <= when else when
             source = f"register export {(mutated or self.file_date).isoformat()}"
-            self.updates.append({"b_id": row["id"], "active": False, "term_end": term_end, "source": source})
+            self.pending.updates.append(
+                {"b_id": row["id"], "active": False, "term_end": term_end, "source": source}
+            )
             self.result.count("left", str(row["role"]), municipality)
             self.result.changes.append(
                 Change(
@@ -571,7 +388,7 @@ class _Sync:
         new = (gemeente.postal_address_line, gemeente.postal_code, gemeente.postal_city)
         old = (muni.postal_address_line, muni.postal_code, muni.postal_city)
         if any(new) and new != old:
-            self.municipality_updates.append(
+            self.pending.municipality_updates.append(
                 {"b_id": muni.id, "line": new[0], "code": new[1], "city": new[2]}
             )
             self.result.municipalities_updated += 1
@@ -596,50 +413,6 @@ class _Sync:
             )
         if not found:
             del self.result.anomalies[str(muni.name)]
-
-    # --- writing ---------------------------------------------------------------------------------
-
-    def _write(self) -> None:
-        if self.result.dry_run:
-            return
-        conn = self.conn
-        if self.retired:
-            conn.execute(
-                update(CONTACT)
-                .where(CONTACT.c.id == bindparam("b_id"))
-                .values(
-                    register_id=bindparam("register_id"),
-                    register_email=bindparam("register_email"),
-                    active=bindparam("active"),
-                    source=bindparam("source"),
-                    updated_at=self.now,
-                ),
-                self.retired,
-            )
-        if self.inserts:
-            conn.execute(insert(CONTACT), self.inserts)
-        # One UPDATE per set of columns (executemany needs the same parameters on every row).
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-        for row in self.updates:
-            groups[tuple(sorted(k for k in row if k != "b_id"))].append(row)
-        for columns, rows in groups.items():
-            statement = (
-                update(CONTACT)
-                .where(CONTACT.c.id == bindparam("b_id"))
-                .values({c: bindparam(c) for c in columns} | {"updated_at": self.now})
-            )
-            conn.execute(statement, rows)
-        if self.municipality_updates:
-            conn.execute(
-                update(MUNICIPALITY)
-                .where(MUNICIPALITY.c.id == bindparam("b_id"))
-                .values(
-                    postal_address_line=bindparam("line"),
-                    postal_code=bindparam("code"),
-                    postal_city=bindparam("city"),
-                ),
-                self.municipality_updates,
-            )
 
 
 def _griffie_office(gemeente: Gemeente) -> Iterable[Office]:
