@@ -192,9 +192,9 @@ def test_a_sqlite_lock_held_past_the_writers_patience_stops_with_one_line(
     smtpd: Callable[..., SmtpServer],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from outreach.sending import writer
+    from outreach.sending.writer import sqlite
 
-    monkeypatch.setattr(writer, "SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(sqlite, "SQLITE_BUSY_TIMEOUT_MS", 300)
     campaign = make_campaign()
     add_raadsleden(engine, 200)
     server = smtpd()

@@ -20,6 +20,7 @@ from outreach.registry.municipalities import load_municipalities
 from outreach.sending.claim import DELIVERY, D
 from outreach.sending.plan import plan_deliveries
 from outreach.sending.writer import StateWriter, Transition
+from outreach.sending.writer.sqlite import SqliteCommitter
 from tests.fixtures_sending import CampaignFactory, add_raadsleden
 
 
@@ -140,7 +141,8 @@ def test_on_sqlite_the_writer_checkpoints_the_wal_itself(
 
     writer = asyncio.run(one_commit_per_letter())
     assert writer.commits >= 300
-    checkpointer = writer._checkpointer
+    assert isinstance(writer.committer, SqliteCommitter)
+    checkpointer = writer.committer.checkpointer
     assert checkpointer is not None and checkpointer.checkpoints >= 1  # at least the one when it stops
     # Every commit is already in the database file itself: a copy of that file alone, without its WAL,
     # has all 300 letters sent.

@@ -143,10 +143,10 @@ def claim_statement(
 
     A sender passes the last id it claimed, so each claim walks the primary key from there and stops
     after ``limit`` due rows, whatever the size of the campaign; when nothing is left above it, it
-    starts again from 0 once (``StateWriter``), which finds deferred letters that came due and claims
-    other senders gave back. On SQLite, ``campaign_id + 0`` keeps the planner off the campaign's
-    indexes, which would make every claim read all of the campaign's due rows and sort them (100,000
-    letters: O(n) per claim, quadratic over the run). PostgreSQL is left to its planner: without the
+    starts again from 0 once (the state writer's ``Committer.claim``), which finds deferred letters that
+    came due and claims other senders gave back. On SQLite, ``campaign_id + 0`` keeps the planner off the
+    campaign's indexes, which would make every claim read all of the campaign's due rows and sort them
+    (100,000 letters: O(n) per claim, quadratic over the run). PostgreSQL is left to its planner: without the
     index on ``(campaign_id, state)`` it combined a bitmap of every id above ``after`` with a scan of
     the whole state index, which was worse.
     """
@@ -202,12 +202,17 @@ def release_claims(
     conn: Connection, *, campaign_id: int, worker: str, ids: Sequence[int] | None = None
 ) -> int:
     """Give back claimed rows that were not handed to the server; returns how many."""
+    return conn.execute(release_statement(campaign_id=campaign_id, worker=worker, ids=ids)).rowcount
+
+
+def release_statement(*, campaign_id: int, worker: str, ids: Sequence[int] | None = None) -> Update:
+    """``UPDATE`` that gives back ``worker``'s claimed rows (those of ``ids`` only, when given)."""
     query = update(DELIVERY).where(
         D.campaign_id == campaign_id, D.claimed_by == worker, D.state.in_(CLAIMABLE)
     )
     if ids is not None:
         query = query.where(D.id.in_(list(ids)))
-    return conn.execute(query.values(claimed_by=None, lease_until=None)).rowcount
+    return query.values(claimed_by=None, lease_until=None)
 
 
 @dataclass(frozen=True)

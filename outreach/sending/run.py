@@ -8,7 +8,8 @@ The layers, each in a module of its own:
 - ``producer``: claims and composes ahead of the connections (``composer``: in a process of its own);
 - ``slot``: one SMTP connection's loop; ``smtp``: the connection and its pipelining protocol;
 - ``throttle``, ``destination``, ``mx``, ``retry``: who may get a letter when, and what a failure says;
-- ``outcome`` and ``writer``: recording what became of each letter, in group commits.
+- ``outcome`` and ``writer``: recording what became of each letter, in group commits (``writer/core``)
+  through one committer per database backend (``writer/sqlite``, ``writer/postgres``).
 
 Every letter is moved to ``sending`` (committed) before its body goes out, and its outcome is committed
 before that connection starts the next letter: a crash at any point leaves each delivery either
