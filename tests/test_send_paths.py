@@ -23,7 +23,7 @@ from sqlmodel import select as sql_select
 
 from outreach.errors import SmtpError
 from outreach.letters.campaign import SendingWindow
-from outreach.models import Delivery, utcnow
+from outreach.models import Delivery, DeliveryState, utcnow
 from outreach.sending.claim import DELIVERY, D
 from outreach.sending.plan import plan_deliveries
 from outreach.sending.run import run_send
@@ -99,10 +99,10 @@ def test_when_the_state_writer_fails_every_waiter_gets_the_error(
                 asyncio.ensure_future(writer.claim(2, utcnow())),
             ]
             await asyncio.sleep(0)  # all four are queued before the writer's next group commit
-            writer.record(Transition(a.id, "sent", code=250, sent_at=utcnow()))
+            writer.record(Transition(a.id, DeliveryState.SENT, code=250, sent_at=utcnow()))
             results = await asyncio.gather(*waiting, return_exceptions=True)
             with pytest.raises(WriterFailedError):
-                writer.record(Transition(b.id, "sent", code=250))
+                writer.record(Transition(b.id, DeliveryState.SENT, code=250))
             with pytest.raises(WriterFailedError):
                 await writer.mark_sending(c.id)
             return list(results), writer

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from outreach.db import open_database
-from outreach.models import utcnow
+from outreach.models import DeliveryState, utcnow
 from outreach.registry.municipalities import load_municipalities
 from outreach.sending.claim import DELIVERY, D
 from outreach.sending.plan import plan_deliveries
@@ -56,13 +56,13 @@ async def scenario(engine: Engine, campaign_id: int) -> Outcome:
         marks = await asyncio.gather(writer.mark_sending(a), writer.mark_sending(b), writer.mark_sending(c))
         sent_at = utcnow().replace(microsecond=0)
         retry_at = sent_at + timedelta(minutes=5)
-        writer.record(Transition(a, "sent", code=250, sent_at=sent_at))
-        writer.record(Transition(c, "failed", code=550, error="no such user"))
+        writer.record(Transition(a, DeliveryState.SENT, code=250, sent_at=sent_at))
+        writer.record(Transition(c, DeliveryState.FAILED, code=550, error="no such user"))
         await writer.flush()
         # b's outcome and its next try in one group (a retry with no delay), d for the first time, and a
         # row of w2: one group commit, as the writer's loop makes it.
         deferred = Transition(
-            b, "deferred", code=451, error="try again", next_attempt_at=retry_at, keep_claim=True
+            b, DeliveryState.DEFERRED, code=451, error="try again", next_attempt_at=retry_at, keep_claim=True
         )
         marked = await writer._commit([deferred], [b, d, theirs[0].id], False)
         again = [row in marked for row in (b, d, theirs[0].id)]
@@ -133,7 +133,7 @@ def test_on_sqlite_the_writer_checkpoints_the_wal_itself(
         try:
             for row in await writer.claim(300, utcnow()):
                 assert await writer.mark_sending(row.id)
-                writer.record(Transition(row.id, "sent", code=250, sent_at=utcnow()))
+                writer.record(Transition(row.id, DeliveryState.SENT, code=250, sent_at=utcnow()))
             await writer.flush()
         finally:
             await writer.close()

@@ -32,17 +32,8 @@ D = DELIVERY.c
 CAMPAIGN_TABLE: Table = Campaign.__table__  # type: ignore[attr-defined]
 CONTACT_TABLE: Table = Contact.__table__  # type: ignore[attr-defined]
 
-PENDING = DeliveryState.PENDING.value
-SENDING = DeliveryState.SENDING.value
-DEFERRED = DeliveryState.DEFERRED.value
-UNKNOWN = DeliveryState.UNKNOWN.value
-SENT = DeliveryState.SENT.value
-FAILED = DeliveryState.FAILED.value
-SKIPPED = DeliveryState.SKIPPED.value
-HELD = DeliveryState.HELD.value
-
 #: States a claim may hold: a row moves to ``sending`` only from one of these.
-CLAIMABLE = (PENDING, DEFERRED, UNKNOWN)
+CLAIMABLE = (DeliveryState.PENDING, DeliveryState.DEFERRED, DeliveryState.UNKNOWN)
 
 
 def new_worker_id() -> str:
@@ -74,7 +65,7 @@ def worker_alive(worker: str) -> bool | None:
 class ClaimedRow:
     id: int
     contact_id: int | None
-    state: str  # the state before this run touches it: pending, deferred or unknown
+    state: DeliveryState  # the state before this run touches it: pending, deferred or unknown
     attempts: int
     token: str
     message_id: str
@@ -85,8 +76,8 @@ def due_condition(now: datetime, *, retry_unknown: bool) -> object:
     # campaign through the (campaign_id, contact_id) index for each claim, sent ones included (100,000
     # letters: O(n) per claim, quadratic over the run); with IN it reads only the due states through
     # ix_delivery_due.
-    states = (PENDING, DEFERRED, UNKNOWN) if retry_unknown else (PENDING, DEFERRED)
-    return and_(D.state.in_(states), or_(D.state != DEFERRED, D.next_attempt_at <= now))
+    states = CLAIMABLE if retry_unknown else (DeliveryState.PENDING, DeliveryState.DEFERRED)
+    return and_(D.state.in_(states), or_(D.state != DeliveryState.DEFERRED, D.next_attempt_at <= now))
 
 
 def claim(
@@ -184,7 +175,7 @@ def with_tokens(
             token = token or new_token()
             mid = mid or message_id(token, message_domain)
             tokens.append((token, mid, row_id))
-        claimed.append(ClaimedRow(row_id, contact_id, state, attempts, token, mid))
+        claimed.append(ClaimedRow(row_id, contact_id, DeliveryState(state), attempts, token, mid))
     return claimed, tokens
 
 
@@ -236,7 +227,7 @@ def recover_abandoned(
             .where(
                 D.campaign_id == campaign_id,
                 D.claimed_by.is_not(None),
-                D.state.in_((PENDING, DEFERRED, SENDING)),
+                D.state.in_((DeliveryState.PENDING, DeliveryState.DEFERRED, DeliveryState.SENDING)),
             )
             .group_by(D.claimed_by)
         ).all()
@@ -251,9 +242,9 @@ def recover_abandoned(
             return Recovery((), 0, 0)
         unknown = conn.execute(
             update(DELIVERY)
-            .where(D.campaign_id == campaign_id, D.claimed_by.in_(gone), D.state == SENDING)
+            .where(D.campaign_id == campaign_id, D.claimed_by.in_(gone), D.state == DeliveryState.SENDING)
             .values(
-                state=UNKNOWN,
+                state=DeliveryState.UNKNOWN,
                 lease_until=None,
                 last_error="the sender stopped while handing this letter over; the server may have it",
                 updated_at=now,
@@ -261,7 +252,11 @@ def recover_abandoned(
         ).rowcount
         released = conn.execute(
             update(DELIVERY)
-            .where(D.campaign_id == campaign_id, D.claimed_by.in_(gone), D.state.in_((PENDING, DEFERRED)))
+            .where(
+                D.campaign_id == campaign_id,
+                D.claimed_by.in_(gone),
+                D.state.in_((DeliveryState.PENDING, DeliveryState.DEFERRED)),
+            )
             .values(claimed_by=None, lease_until=None)
         ).rowcount
     return Recovery(tuple(gone), unknown, released)

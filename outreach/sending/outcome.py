@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from outreach.models import utcnow
-from outreach.sending.claim import DEFERRED, FAILED, HELD, SENT, SKIPPED, UNKNOWN
+from outreach.models import DeliveryState, utcnow
 from outreach.sending.jobs import Job
 from outreach.sending.summary import Progress, SendSummary
 from outreach.sending.writer import StateWriter, Transition
 
 #: The summary's counter of each final state of a run.
-_COUNTERS = {
-    SENT: "sent",
-    DEFERRED: "deferred",
-    FAILED: "failed",
-    UNKNOWN: "unknown",
-    SKIPPED: "skipped",
-    HELD: "held",
+_COUNTERS: dict[DeliveryState, str] = {
+    DeliveryState.SENT: "sent",
+    DeliveryState.DEFERRED: "deferred",
+    DeliveryState.FAILED: "failed",
+    DeliveryState.UNKNOWN: "unknown",
+    DeliveryState.SKIPPED: "skipped",
+    DeliveryState.HELD: "held",
 }
 
 
@@ -35,7 +34,7 @@ class Outcomes:
     def record(
         self,
         delivery_id: int,
-        state: str,
+        state: DeliveryState,
         *,
         code: int | None = None,
         error: str | None = None,
@@ -67,7 +66,7 @@ class Outcomes:
         counter = _COUNTERS.get(state)
         if counter is not None:
             setattr(self._summary, counter, getattr(self._summary, counter) + 1)
-        if note and state != SENT and error:
+        if note and state != DeliveryState.SENT and error:
             if recipient is None:
                 self._summary.note(error)
             else:
@@ -75,4 +74,4 @@ class Outcomes:
         self._progress.advance(state)
 
     def sent(self, job: Job, code: int, note: str | None) -> None:
-        self.record(job.row.id, SENT, code=code, error=note, sent_at=utcnow())
+        self.record(job.row.id, DeliveryState.SENT, code=code, error=note, sent_at=utcnow())

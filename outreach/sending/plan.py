@@ -36,7 +36,7 @@ from sqlalchemy import (
 from outreach.db import dialect_insert
 from outreach.letters.campaign import CampaignConfig
 from outreach.models import Approval, Campaign, Contact, DeliveryState, Suppression, utcnow
-from outreach.sending.claim import DEFERRED, DELIVERY, HELD, PENDING, SKIPPED, UNKNOWN, D
+from outreach.sending.claim import DELIVERY, D
 
 CAMPAIGN: Table = Campaign.__table__  # type: ignore[attr-defined]
 CONTACT: Table = Contact.__table__  # type: ignore[attr-defined]
@@ -45,7 +45,7 @@ APPROVAL: Table = Approval.__table__  # type: ignore[attr-defined]
 
 #: States that have not reached anyone: planning may still skip them. ``unknown`` rows (the server may
 #: have the letter) keep their state unless this run is about to resend them (``--retry-unknown``).
-_NOT_YET_SENT = (PENDING, DEFERRED, HELD)
+_NOT_YET_SENT = (DeliveryState.PENDING, DeliveryState.DEFERRED, DeliveryState.HELD)
 
 SKIP_SUPPRESSED = "suppressed"
 SKIP_INVALID = "invalid address"
@@ -134,8 +134,10 @@ def requeue_held(conn: Connection, campaign_id: int, now: datetime) -> int:
     )
     statement = (
         update(DELIVERY)
-        .where(D.campaign_id == campaign_id, D.state == HELD, or_(approved_since, contact_changed))
-        .values(state=PENDING, last_error=None, last_code=None, updated_at=now)
+        .where(
+            D.campaign_id == campaign_id, D.state == DeliveryState.HELD, or_(approved_since, contact_changed)
+        )
+        .values(state=DeliveryState.PENDING, last_error=None, last_code=None, updated_at=now)
     )
     return int(conn.execute(statement).rowcount)
 
@@ -146,7 +148,7 @@ def _insert_missing(conn: Connection, campaign_id: int, audience: Select[int], n
     rows = select(
         literal(campaign_id, Integer()),
         id_column,
-        literal(DeliveryState.PENDING.value, String()),
+        literal(DeliveryState.PENDING, String()),
         literal(0, Integer()),
         literal(now, DateTime()),
         literal(now, DateTime()),
@@ -168,7 +170,7 @@ def skip_undeliverable(
     """Mark not-yet-sent deliveries ``skipped`` whose contact is suppressed, gone, inactive, has no
     address at all or no usable one. Returns how many rows changed."""
     contact = CONTACT.c
-    states = (*_NOT_YET_SENT, UNKNOWN) if include_unknown else _NOT_YET_SENT
+    states = (*_NOT_YET_SENT, DeliveryState.UNKNOWN) if include_unknown else _NOT_YET_SENT
     open_rows = and_(D.campaign_id == campaign_id, D.state.in_(states))
     total = 0
 
@@ -209,7 +211,9 @@ def skip_undeliverable(
     undeliverable = (
         update(DELIVERY)
         .where(open_rows, D.contact_id.in_(undeliverable_ids))
-        .values(state=SKIPPED, skip_reason=reason, claimed_by=None, lease_until=None, updated_at=now)
+        .values(
+            state=DeliveryState.SKIPPED, skip_reason=reason, claimed_by=None, lease_until=None, updated_at=now
+        )
     )
     total += conn.execute(undeliverable).rowcount
     return int(total)
@@ -217,5 +221,5 @@ def skip_undeliverable(
 
 def _skip(statement: Update, reason: str, now: datetime) -> Update:
     return statement.values(
-        state=SKIPPED, skip_reason=reason, claimed_by=None, lease_until=None, updated_at=now
+        state=DeliveryState.SKIPPED, skip_reason=reason, claimed_by=None, lease_until=None, updated_at=now
     )

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.errors import OutreachError
-from outreach.models import utcnow
-from outreach.sending.claim import HELD, SKIPPED, ClaimedRow, recover_abandoned
+from outreach.models import DeliveryState, utcnow
+from outreach.sending.claim import ClaimedRow, recover_abandoned
 from outreach.sending.composer import ComposerProcess
 from outreach.sending.errors import WriterFailedError
 from outreach.sending.failures import database_failure
@@ -100,8 +100,8 @@ class Producer:
                 for row, reason in unsendable:
                     # A letter the template cannot render for this contact is held, not skipped: it is
                     # a problem to show, and planning tries it again once the campaign or contact changed.
-                    state = HELD if reason.startswith(RENDER_FAILED) else SKIPPED
-                    worker.outcomes.record(row.id, state, error=reason, note=state == HELD)
+                    state = DeliveryState.HELD if reason.startswith(RENDER_FAILED) else DeliveryState.SKIPPED
+                    worker.outcomes.record(row.id, state, error=reason, note=state == DeliveryState.HELD)
                 if worker.mx.enabled:
                     await asyncio.to_thread(worker.mx.resolve, [job.domain for job in jobs])
                 for job in jobs:

@@ -33,17 +33,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.config import Settings
 from outreach.letters.campaign import CampaignConfig
-from outreach.models import utcnow
-from outreach.sending.claim import (
-    DEFERRED,
-    PENDING,
-    SENDING,
-    UNKNOWN,
-    ClaimedRow,
-    D,
-    due_condition,
-    recover_abandoned,
-)
+from outreach.models import DeliveryState, utcnow
+from outreach.sending.claim import ClaimedRow, D, due_condition, recover_abandoned
 from outreach.sending.errors import WriterFailedError
 from outreach.sending.failures import database_failure
 from outreach.sending.jobs import LetterSource
@@ -204,7 +195,14 @@ def delivery_counts(engine: Engine, campaign_id: int, *, worker: str = "") -> tu
     held = case(
         (
             and_(
-                D.state.in_((PENDING, DEFERRED, SENDING, UNKNOWN)),
+                D.state.in_(
+                    (
+                        DeliveryState.PENDING,
+                        DeliveryState.DEFERRED,
+                        DeliveryState.SENDING,
+                        DeliveryState.UNKNOWN,
+                    )
+                ),
                 D.claimed_by.is_not(None),
                 D.claimed_by != worker,
                 D.lease_until >= now,
@@ -262,7 +260,9 @@ def _dry_run(
             # A letter never claimed has no token yet; the dry run shows a throwaway one.
             token = row.token or new_token()
             mid = row.message_id or message_id(token, campaign.message_domain)
-            claimed.append(ClaimedRow(row.id, row.contact_id, row.state, row.attempts, token, mid))
+            claimed.append(
+                ClaimedRow(row.id, row.contact_id, DeliveryState(row.state), row.attempts, token, mid)
+            )
         jobs, unsendable = letters.compose(claimed, now)
         for job in jobs:
             letters.write_eml(job, summary.outbox)

@@ -16,8 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from outreach.errors import SmtpError
-from outreach.models import utcnow
-from outreach.sending.claim import DEFERRED, FAILED, UNKNOWN
+from outreach.models import DeliveryState, utcnow
 from outreach.sending.classify import Classification, Verdict, classify_smtp_error
 from outreach.sending.errors import StopRun, WriterFailedError
 from outreach.sending.jobs import Job
@@ -135,12 +134,20 @@ class ConnectionSlot:
             self.transient(job, outcome)
         elif outcome.verdict is Verdict.PERMANENT:
             worker.outcomes.record(
-                job.row.id, FAILED, code=outcome.code, error=outcome.text, recipient=job.recipients[0]
+                job.row.id,
+                DeliveryState.FAILED,
+                code=outcome.code,
+                error=outcome.text,
+                recipient=job.recipients[0],
             )
             worker.succeeded(job)  # the receiver answered: it works, it just refuses this letter
         elif outcome.verdict is Verdict.UNKNOWN:
             worker.outcomes.record(
-                job.row.id, UNKNOWN, code=outcome.code, error=outcome.text, recipient=job.recipients[0]
+                job.row.id,
+                DeliveryState.UNKNOWN,
+                code=outcome.code,
+                error=outcome.text,
+                recipient=job.recipients[0],
             )
         else:
             # STOP: the server refuses our session or sender; this letter was not taken. Put it back as
@@ -182,7 +189,7 @@ class ConnectionSlot:
             # Committed as deferred (a crash leaves it due, not ``sending``), claim kept: this run retries.
             worker.outcomes.record(
                 job.row.id,
-                DEFERRED,
+                DeliveryState.DEFERRED,
                 code=code,
                 error=text,
                 next_attempt_at=utcnow(),
@@ -194,7 +201,7 @@ class ConnectionSlot:
         elif decision.action is RetryAction.LATER:
             worker.outcomes.record(
                 job.row.id,
-                DEFERRED,
+                DeliveryState.DEFERRED,
                 code=code,
                 error=text,
                 recipient=recipient,
@@ -204,7 +211,7 @@ class ConnectionSlot:
         else:
             worker.outcomes.record(
                 job.row.id,
-                FAILED,
+                DeliveryState.FAILED,
                 code=code,
                 error=f"gave up after {decision.total} attempts: {text}",
                 recipient=recipient,

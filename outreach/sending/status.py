@@ -10,25 +10,15 @@ from sqlalchemy import Engine, func, select
 
 from outreach.errors import NotFoundError
 from outreach.models import DeliveryState, utcnow
-from outreach.sending.claim import (
-    CAMPAIGN_TABLE,
-    CONTACT_TABLE,
-    DEFERRED,
-    DELIVERY,
-    FAILED,
-    HELD,
-    SENDING,
-    UNKNOWN,
-    D,
-)
+from outreach.sending.claim import CAMPAIGN_TABLE, CONTACT_TABLE, DELIVERY, D
 
-STATES = [state.value for state in DeliveryState]
+STATES = list(DeliveryState)
 
 
 @dataclass(frozen=True)
 class RecentError:
     email: str | None
-    state: str
+    state: DeliveryState
     code: int | None
     error: str
     at: datetime
@@ -48,7 +38,7 @@ class CampaignStatus:
     @property
     def left(self) -> int:
         """Deliveries neither sent (by e-mail or on paper) nor skipped."""
-        done = ("sent", "skipped", DeliveryState.PRINTED.value)
+        done = (DeliveryState.SENT, DeliveryState.SKIPPED, DeliveryState.PRINTED)
         return self.total - sum(self.counts.get(state, 0) for state in done)
 
     @property
@@ -89,13 +79,15 @@ def campaign_status(engine: Engine, slug: str, *, errors: int = 10) -> CampaignS
                 hint=f"approve it, then `outreach send --campaign {slug}`",
             )
         campaign_id, name = row
-        counts = {state: 0 for state in STATES}
+        counts: dict[str, int] = {state: 0 for state in STATES}
         for state, n in conn.execute(
             select(D.state, func.count()).where(D.campaign_id == campaign_id).group_by(D.state)
         ):
             counts[str(state)] = int(n)
         next_retry = conn.execute(
-            select(func.min(D.next_attempt_at)).where(D.campaign_id == campaign_id, D.state == DEFERRED)
+            select(func.min(D.next_attempt_at)).where(
+                D.campaign_id == campaign_id, D.state == DeliveryState.DEFERRED
+            )
         ).scalar_one()
         last_sent = conn.execute(select(func.max(D.sent_at)).where(D.campaign_id == campaign_id)).scalar_one()
         workers = [
@@ -111,7 +103,15 @@ def campaign_status(engine: Engine, slug: str, *, errors: int = 10) -> CampaignS
             .select_from(DELIVERY.outerjoin(CONTACT_TABLE, contact.id == D.contact_id))
             .where(
                 D.campaign_id == campaign_id,
-                D.state.in_((FAILED, DEFERRED, UNKNOWN, SENDING, HELD)),
+                D.state.in_(
+                    (
+                        DeliveryState.FAILED,
+                        DeliveryState.DEFERRED,
+                        DeliveryState.UNKNOWN,
+                        DeliveryState.SENDING,
+                        DeliveryState.HELD,
+                    )
+                ),
                 D.last_error.is_not(None),
             )
             .order_by(D.updated_at.desc(), D.id.desc())
@@ -125,5 +125,5 @@ def campaign_status(engine: Engine, slug: str, *, errors: int = 10) -> CampaignS
         next_retry_at=next_retry,
         last_sent_at=last_sent,
         workers=workers,
-        recent_errors=[RecentError(e, str(s), c, str(t), at) for e, s, c, t, at in recent],
+        recent_errors=[RecentError(e, DeliveryState(s), c, str(t), at) for e, s, c, t, at in recent],
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from outreach.errors import UsageError
-from outreach.sending.claim import SENT, SKIPPED
+from outreach.models import DeliveryState
 from outreach.sending.retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -92,7 +92,9 @@ class SendSummary:
     @property
     def left(self) -> int:
         """Deliveries neither sent nor skipped."""
-        return sum(n for state, n in self.counts.items() if state not in (SENT, SKIPPED))
+        return sum(
+            n for state, n in self.counts.items() if state not in (DeliveryState.SENT, DeliveryState.SKIPPED)
+        )
 
     @property
     def complete(self) -> bool:
@@ -117,7 +119,7 @@ class SendSummary:
 
 class Progress(Protocol):
     def start(self, total: int) -> None: ...
-    def advance(self, state: str) -> None: ...
+    def advance(self, state: DeliveryState) -> None: ...
     def stop(self) -> None: ...
 
 
@@ -125,7 +127,7 @@ class NoProgress:
     def start(self, total: int) -> None:
         pass
 
-    def advance(self, state: str) -> None:
+    def advance(self, state: DeliveryState) -> None:
         pass
 
     def stop(self) -> None:

@@ -26,8 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from outreach.config import Settings
 from outreach.errors import OutreachError, SmtpError
 from outreach.letters.campaign import CampaignConfig
-from outreach.models import utcnow
-from outreach.sending.claim import DEFERRED, DELIVERY, SENDING, UNKNOWN, D, new_worker_id
+from outreach.models import DeliveryState, utcnow
+from outreach.sending.claim import DELIVERY, D, new_worker_id
 from outreach.sending.classify import Classification
 from outreach.sending.destination import Destination, DestinationLimits, Signal
 from outreach.sending.errors import StopRun, WriterFailedError
@@ -106,7 +106,7 @@ class Worker:
         self.connecting: set[asyncio.Task[Any]] = set()  # slots opening a connection (no letter marked)
         # Marked ``sending`` but stopped before the body was written: they go back to the queue as they
         # were (delivery id -> state before this try), not to ``unknown``.
-        self.not_handed_over: dict[int, str] = {}
+        self.not_handed_over: dict[int, DeliveryState] = {}
         self._hard_stop: asyncio.TimerHandle | None = None
         self._live_slots = 0
         self.delivering = 0  # slots in the middle of a letter
@@ -280,7 +280,7 @@ class Worker:
             return
         statement = (
             update(DELIVERY)
-            .where(D.id == bindparam("b_id"), D.claimed_by == self.id, D.state == SENDING)
+            .where(D.id == bindparam("b_id"), D.claimed_by == self.id, D.state == DeliveryState.SENDING)
             .values(
                 state=bindparam("b_state"),
                 attempts=case((D.attempts > 0, D.attempts - 1), else_=0),
@@ -298,9 +298,13 @@ class Worker:
         with self.engine.begin() as conn:
             result = conn.execute(
                 update(DELIVERY)
-                .where(D.campaign_id == self.campaign_id, D.claimed_by == self.id, D.state == SENDING)
+                .where(
+                    D.campaign_id == self.campaign_id,
+                    D.claimed_by == self.id,
+                    D.state == DeliveryState.SENDING,
+                )
                 .values(
-                    state=UNKNOWN,
+                    state=DeliveryState.UNKNOWN,
                     lease_until=None,
                     last_error="stopped while handing this letter over; the server may have it",
                     updated_at=utcnow(),
@@ -364,7 +368,7 @@ class Worker:
             error = (group if group is not None and group.gave_up else destination).last_error
             self.outcomes.record(
                 job.row.id,
-                DEFERRED,
+                DeliveryState.DEFERRED,
                 error=f"the destination keeps asking us to slow down: {error}",
                 recipient=job.recipients[0],
                 next_attempt_at=later,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from outreach.models import DeliveryState
 from outreach.sending.claim import ClaimedRow
 
 
@@ -21,7 +22,7 @@ class Transition:
     """The outcome of one attempt, to be written to one delivery."""
 
     delivery_id: int
-    state: str
+    state: DeliveryState
     code: int | None = None
     error: str | None = None
     next_attempt_at: datetime | None = None

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, Update
 
 from outreach.errors import DatabaseError
+from outreach.models import DeliveryState
 from outreach.sending.claim import (
     CLAIMABLE,
     DELIVERY,
-    SENDING,
     ClaimedRow,
     claim_statement,
     release_statement,
@@ -40,7 +40,7 @@ _TRANSITION = (
 )
 _RENEW = (
     f"UPDATE {_D} SET lease_until = %s "
-    f"WHERE campaign_id = %s AND claimed_by = %s AND state IN ({_CLAIMABLE}, '{SENDING}')"
+    f"WHERE campaign_id = %s AND claimed_by = %s AND state IN ({_CLAIMABLE}, '{DeliveryState.SENDING}')"
 )
 # A whole group commit (outcomes and ``sending`` marks) as one statement. In autocommit a single
 # statement is its own transaction: one round trip and one WAL flush per group instead of BEGIN, a
@@ -58,7 +58,7 @@ _GROUP_COMMIT = (
     "claimed_by = CASE WHEN v.keep THEN %(worker)s END, "
     "lease_until = CASE WHEN v.keep THEN %(lease)s::timestamp END, updated_at = %(now)s "
     f"FROM v WHERE {_D}.id = v.id AND {_D}.claimed_by = %(worker)s), "
-    f"marked AS (UPDATE {_D} SET state = '{SENDING}', attempts = attempts + 1, "
+    f"marked AS (UPDATE {_D} SET state = '{DeliveryState.SENDING}', attempts = attempts + 1, "
     "lease_until = %(lease)s, updated_at = %(now)s "
     f"WHERE claimed_by = %(worker)s AND state IN ({_CLAIMABLE}) AND id = ANY(%(sending)s::integer[]) "
     "RETURNING id) "
@@ -69,7 +69,8 @@ _GROUP_COMMIT = (
 @lru_cache(maxsize=64)
 def _mark_sending(count: int) -> str:
     return (
-        f"UPDATE {_D} SET state = '{SENDING}', attempts = attempts + 1, lease_until = %s, updated_at = %s "
+        f"UPDATE {_D} SET state = '{DeliveryState.SENDING}', attempts = attempts + 1, "
+        "lease_until = %s, updated_at = %s "
         f"WHERE claimed_by = %s AND state IN ({_CLAIMABLE}) AND id IN ({', '.join(['%s'] * count)}) "
         "RETURNING id"
     )

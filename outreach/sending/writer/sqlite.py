@@ -23,14 +23,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from outreach.sending.claim import (
-    CLAIMABLE,
-    DELIVERY,
-    SENDING,
-    ClaimedRow,
-    claim,
-    release_claims,
-)
+from outreach.models import DeliveryState
+from outreach.sending.claim import CLAIMABLE, DELIVERY, ClaimedRow, claim, release_claims
 from outreach.sending.writer.committer import Scope, Transition
 
 _T = TypeVar("_T")
@@ -52,14 +46,14 @@ _TRANSITION = (
 )
 _RENEW = (
     f"UPDATE {DELIVERY.name} SET lease_until = ? "
-    f"WHERE campaign_id = ? AND claimed_by = ? AND state IN ({_CLAIMABLE}, '{SENDING}')"
+    f"WHERE campaign_id = ? AND claimed_by = ? AND state IN ({_CLAIMABLE}, '{DeliveryState.SENDING}')"
 )
 
 
 @lru_cache(maxsize=64)
 def _mark_sending(count: int) -> str:
     return (
-        f"UPDATE {DELIVERY.name} SET state = '{SENDING}', attempts = attempts + 1, "
+        f"UPDATE {DELIVERY.name} SET state = '{DeliveryState.SENDING}', attempts = attempts + 1, "
         "lease_until = ?, updated_at = ? "
         f"WHERE claimed_by = ? AND state IN ({_CLAIMABLE}) AND id IN ({', '.join(['?'] * count)}) "
         "RETURNING id"
