@@ -10,22 +10,36 @@ lease and lost its rows to another can never send them a second time.
 
 When a worker dies, its claimed-but-unsent rows return to the pool once the lease runs out, or at once
 when the worker ran on this machine and its process is gone; rows it had in ``sending`` become
-``unknown``: the letter may or may not have reached the server.
+``unknown``: the letter may or may not have reached the server. A worker that stops settles its own
+rows the same way (``requeue_not_handed_over``, ``mark_sending_unknown``).
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, Table, Update, and_, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    Engine,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from outreach.letters.ids import message_id, new_token
-from outreach.models import Campaign, Contact, Delivery, DeliveryState
+from outreach.models import Campaign, Contact, Delivery, DeliveryState, utcnow
 
 DELIVERY: Table = Delivery.__table__  # type: ignore[attr-defined]
 D = DELIVERY.c
@@ -260,3 +274,41 @@ def recover_abandoned(
             .values(claimed_by=None, lease_until=None)
         ).rowcount
     return Recovery(tuple(gone), unknown, released)
+
+
+def requeue_not_handed_over(engine: Engine, worker: str, states: Mapping[int, DeliveryState]) -> None:
+    """Letters a stopping ``worker`` had marked ``sending`` but whose body was never written go back as
+    they were (``states``: delivery id -> its state before the try): the server cannot have them, and
+    the try did not count."""
+    if not states:
+        return
+    statement = (
+        update(DELIVERY)
+        .where(D.id == bindparam("b_id"), D.claimed_by == worker, D.state == DeliveryState.SENDING)
+        .values(
+            state=bindparam("b_state"),
+            attempts=case((D.attempts > 0, D.attempts - 1), else_=0),
+            claimed_by=None,
+            lease_until=None,
+            updated_at=utcnow(),
+        )
+    )
+    with engine.begin() as conn:
+        conn.execute(statement, [{"b_id": i, "b_state": state} for i, state in states.items()])
+
+
+def mark_sending_unknown(engine: Engine, campaign_id: int, worker: str) -> int:
+    """What ``worker`` still has in ``sending`` when it stopped hard was handed over, or may have been:
+    ``unknown``. Returns how many."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(DELIVERY)
+            .where(D.campaign_id == campaign_id, D.claimed_by == worker, D.state == DeliveryState.SENDING)
+            .values(
+                state=DeliveryState.UNKNOWN,
+                lease_until=None,
+                last_error="stopped while handing this letter over; the server may have it",
+                updated_at=utcnow(),
+            )
+        )
+        return int(result.rowcount)

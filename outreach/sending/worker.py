@@ -20,14 +20,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from outreach.config import Settings
 from outreach.errors import OutreachError, SmtpError
 from outreach.letters.campaign import CampaignConfig
 from outreach.models import DeliveryState, utcnow
-from outreach.sending.claim import DELIVERY, D, new_worker_id
+from outreach.sending.claim import mark_sending_unknown, new_worker_id, requeue_not_handed_over
 from outreach.sending.classify import Classification
 from outreach.sending.destination import Destination, DestinationLimits, Signal
 from outreach.sending.errors import StopRun, WriterFailedError
@@ -259,8 +259,10 @@ class Worker:
         try:
             if writer.error is None:
                 await writer.flush()
-                await asyncio.to_thread(self._requeue_not_handed_over)
-                self.summary.unknown += await asyncio.to_thread(self._mark_own_sending_unknown)
+                await asyncio.to_thread(requeue_not_handed_over, self.engine, self.id, self.not_handed_over)
+                self.summary.unknown += await asyncio.to_thread(
+                    mark_sending_unknown, self.engine, self.campaign_id, self.id
+                )
                 await writer.release(None)
         except DATABASE_FAILURES as exc:
             # Rows left ``sending`` or claimed are settled by the next run (recover_abandoned).
@@ -272,45 +274,6 @@ class Worker:
             except DATABASE_FAILURES as exc:
                 if self.fatal is None:
                     self.fatal = database_failure(exc)
-
-    def _requeue_not_handed_over(self) -> None:
-        """Letters stopped before their body was written go back as they were: the server cannot have
-        them, and the try did not count."""
-        if not self.not_handed_over:
-            return
-        statement = (
-            update(DELIVERY)
-            .where(D.id == bindparam("b_id"), D.claimed_by == self.id, D.state == DeliveryState.SENDING)
-            .values(
-                state=bindparam("b_state"),
-                attempts=case((D.attempts > 0, D.attempts - 1), else_=0),
-                claimed_by=None,
-                lease_until=None,
-                updated_at=utcnow(),
-            )
-        )
-        rows = [{"b_id": i, "b_state": state} for i, state in self.not_handed_over.items()]
-        with self.engine.begin() as conn:
-            conn.execute(statement, rows)
-
-    def _mark_own_sending_unknown(self) -> int:
-        """What is still ``sending`` was handed over (or may have been) when the run stopped hard."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(DELIVERY)
-                .where(
-                    D.campaign_id == self.campaign_id,
-                    D.claimed_by == self.id,
-                    D.state == DeliveryState.SENDING,
-                )
-                .values(
-                    state=DeliveryState.UNKNOWN,
-                    lease_until=None,
-                    last_error="stopped while handing this letter over; the server may have it",
-                    updated_at=utcnow(),
-                )
-            )
-            return int(result.rowcount)
 
     async def _renew(self) -> None:
         interval = max(1.0, self.options.lease.total_seconds() / 3)
