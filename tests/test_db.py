@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from outreach.db import MIGRATIONS, migrate, open_database
+from outreach.db import migrate, open_database
 from outreach.errors import DatabaseError
+from outreach.migrations import MIGRATIONS
 
 
 def test_fresh_database_is_stamped_with_every_migration(db_url: str) -> None:
@@ -87,7 +88,7 @@ def _schema(engine_url: str) -> dict[str, object]:
 def test_an_existing_database_upgrades_to_the_schema_of_a_fresh_one(tmp_path: Path) -> None:
     """A database created by the last release (its schema frozen in tests/data/schema/) plus this
     release's migrations must equal a fresh database made from the models. When this fails, a model
-    changed without a migration: add one to outreach.db.MIGRATIONS, then refresh the snapshot with
+    changed without a migration: add one to outreach.migrations.MIGRATIONS, then refresh the snapshot with
     UPDATE_SCHEMA_SNAPSHOT=1 pytest tests/test_db.py when releasing."""
     import os
     import sqlite3

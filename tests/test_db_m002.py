@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from outreach.db import MIGRATIONS, open_database
+from outreach.db import open_database
 from outreach.errors import DatabaseError
+from outreach.migrations import MIGRATIONS
 from outreach.models import Contact
 from outreach.sending.plan import plan_deliveries
 from outreach.tracking.privacy import forget_person

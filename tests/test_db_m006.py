@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from outreach.db import MIGRATIONS, open_database
+from outreach.db import open_database
+from outreach.migrations import MIGRATIONS
 from tests.test_db import SNAPSHOT, _schema
 from tests.test_db_m002 import _insert_rows, _rows
 
