@@ -16,16 +16,24 @@ Run under the benchmark lock (the machine is shared)::
 
     flock /tmp/bench.lock .venv/bin/python bench/pdf_bench.py [--count 12000] [--send-count 3000] [--write]
 
-``--write`` replaces the ``## PDF letters`` section of docs/performance.md with the results.
+``--write`` replaces the ``<!-- pdf-bench -->`` block of docs/performance.md with the results.
+
+``--baseline DIR`` (a worktree of the previous commit) measures the CPU time of a letter in one process
+for that checkout and this one, in ``--pairs`` interleaved pairs of processes: on this shared machine
+the CPU time a letter takes is the figure the others' load changes least, and interleaving spreads
+what it does change over both.
 """
 
 from __future__ import annotations
 
 import argparse
 import html.parser
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -115,6 +123,61 @@ def layout(count: int, workers: int | None) -> dict[str, Any]:
         "cpu": cpu,
         "kb": sum(sizes) / len(sizes) / 1024,
     }
+
+
+def one_process(count: int) -> dict[str, Any]:
+    """CPU time of ``count`` letters laid out in this process (``prepare_pdfs`` with one worker, into an
+    empty store), after 5 letters that load the fonts and parse the stylesheet."""
+    from outreach.letters.campaign import load_campaign
+    from outreach.letters.pdf_letters import LetterJob, prepare_pdfs
+    from outreach.letters.pdf_store import PdfStore
+
+    campaign = load_campaign(TEMPLATES, "wethouders-jeugd")
+    people = recipients(count + 5)
+    jobs = [LetterJob(r, f"HVK/2026/0001/{r.contact_id:04d}") for r in people]
+    with tempfile.TemporaryDirectory(prefix="pdf-bench-") as folder:
+        store = PdfStore(Path(folder))
+        prepare_pdfs(campaign, jobs[:5], now=DATE, store=store, workers=1)
+        start = time.process_time()
+        report = prepare_pdfs(campaign, jobs[5:], now=DATE, store=store, workers=1)
+        cpu = time.process_time() - start
+    assert not report.failures and report.rendered == count, report
+    return {"letters": count, "pages": report.pages, "ms": cpu / count * 1000}
+
+
+def compare(baseline: str, count: int, pairs: int) -> list[tuple[str, dict[str, Any], str]]:
+    """``one_process`` of ``baseline`` and of this checkout, in interleaved pairs of fresh processes."""
+    runs = []
+    for _ in range(pairs):
+        for name, path in (("previous commit", baseline), ("this commit", str(REPO))):
+            env = os.environ | {"PYTHONPATH": path}
+            load = load_average()
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), "--one-process", str(count)],
+                env=env, cwd=path, check=True, capture_output=True, text=True,
+            ).stdout  # fmt: skip
+            runs.append((name, json.loads(out.splitlines()[-1]), load))
+            print(f"{name}: {runs[-1][1]['ms']:.1f} ms a letter (load {load})", flush=True)
+    return runs
+
+
+def render_compare(runs: list[tuple[str, dict[str, Any], str]], baseline: str) -> str:
+    commit = subprocess.run(
+        ["git", "-C", baseline, "log", "-1", "--format=%h"], capture_output=True, text=True
+    ).stdout.strip()
+    lines = [
+        f"CPU time of a letter in one process, previous commit ({commit}) and this one, in interleaved"
+        f" pairs of fresh processes, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}:",
+        "",
+        "| pair | checkout | letters | CPU a letter | load average before |",
+        "|---:|---|---:|---:|---|",
+    ]
+    for n, (name, run, load) in enumerate(runs):
+        lines.append(f"| {n // 2 + 1} | {name} | {run['letters']:,} | {run['ms']:.1f} ms | {load} |")
+    for name in ("previous commit", "this commit"):
+        values = sorted(run["ms"] for who, run, _ in runs if who == name)
+        lines.append(f"\n{name}: median {values[len(values) // 2]:.1f} ms a letter")
+    return "\n".join(lines) + "\n"
 
 
 class _Blocks(html.parser.HTMLParser):
@@ -327,7 +390,16 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=200, help="letters in one process, each library")
     parser.add_argument("--send-count", type=int, default=3_000, help="letters sent (0: skip the send)")
     parser.add_argument("--write", action="store_true", help="write the results into docs/performance.md")
+    parser.add_argument("--baseline", help="a worktree of the previous commit: compare the CPU a letter")
+    parser.add_argument("--pairs", type=int, default=3, help="--baseline: interleaved pairs of processes")
+    parser.add_argument("--one-process", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one_process:
+        print(json.dumps(one_process(args.one_process)))
+        return
+    if args.baseline:
+        print(render_compare(compare(args.baseline, args.sample, args.pairs), args.baseline))
+        return
     load = load_average()
     single = layout(args.sample, workers=1)
     print(f"one process: {single['seconds'] / single['letters'] * 1000:.0f} ms a letter", flush=True)

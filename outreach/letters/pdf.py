@@ -117,6 +117,7 @@ class LetterRenderer:
         self._roots = (self.folder, FONTS.resolve())
         stylesheet = campaign.letter.stylesheet
         self._stylesheet_source = (self.folder / stylesheet).read_text(encoding="utf-8") if stylesheet else ""
+        self._images: dict[str, Any] = {}
 
     @cached_property
     def fingerprint(self) -> str:
@@ -162,7 +163,7 @@ class LetterRenderer:
         fetcher, fonts, sheets = self._weasy
         try:
             document = HTML(string=html, base_url=self.folder.as_uri() + "/", url_fetcher=fetcher).render(
-                stylesheets=sheets, font_config=fonts, pdf_variant=PDF_VARIANT
+                stylesheets=sheets, font_config=fonts, pdf_variant=PDF_VARIANT, cache=self._images
             )
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -173,7 +174,9 @@ class LetterRenderer:
             # A fixed identifier: the default one hashes the time of writing (byte-stable output,
             # and the content-addressed cache, need the same bytes for the same letter).
             identifier = hashlib.md5(html.encode("utf-8"), usedforsecurity=False).hexdigest().encode()
-            data = document.write_pdf(pdf_variant=PDF_VARIANT, pdf_identifier=identifier)
+            data = document.write_pdf(
+                pdf_variant=PDF_VARIANT, pdf_identifier=identifier, finisher=_serialise_once
+            )
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
@@ -206,6 +209,30 @@ class LetterRenderer:
                 f"{where}: {template}: the address has {lines} lines; at most {MAX_LINES} fit the window"
             )
         return lines
+
+
+def _serialise_once(document: Any, pdf: Any) -> None:
+    """WeasyPrint's finisher: fix each PDF object's bytes now. With a file identifier, pydyf serialises
+    (and compresses) every object twice, once for the file and once for the identifier's hash."""
+    for obj in pdf.objects:
+        if obj.free != "f":
+            data = obj.data
+            obj.__class__ = _frozen_class(type(obj))
+            obj.frozen_data = data
+
+
+_FROZEN: dict[type, type] = {}
+
+
+def _frozen_class(cls: type) -> type:
+    frozen = _FROZEN.get(cls)
+    if frozen is None:
+        frozen = _FROZEN[cls] = type(f"Frozen{cls.__name__}", (cls,), {"data": property(_frozen_data)})
+    return frozen
+
+
+def _frozen_data(obj: Any) -> bytes:
+    return obj.frozen_data  # type: ignore[no-any-return]
 
 
 def _fetch_error(exc: BaseException, where: str) -> TemplateError:

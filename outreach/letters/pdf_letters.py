@@ -11,6 +11,7 @@ the composer itself: slower, never wrong.
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import logging
 import os
@@ -160,20 +161,32 @@ def _worker_init(campaign: CampaignConfig, store_folder: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how to stop
     _worker_renderer = LetterRenderer(campaign)
     _worker_store = PdfStore(Path(store_folder))
+    # What the worker inherited from its parent stays: the collector no longer walks it.
+    gc.freeze()
+
+
+#: Collector thresholds while letters are laid out: with the default (700, 10, 10) the collector ran 5
+#: times a letter and through the whole heap every 20 letters, 5.8 ms of a letter's ~65; with these 1.7 ms.
+_GC_THRESHOLDS = (10_000, 50, 100)
 
 
 def _worker_render(tasks: Sequence[tuple[int, str, str, str]]) -> list[tuple[int, int, str | None]]:
     """(index, key, html, where) -> (index, pages, error); the PDF goes to the store, not the pipe."""
     assert _worker_renderer is not None and _worker_store is not None
     results: list[tuple[int, int, str | None]] = []
-    for index, key, html, where in tasks:
-        try:
-            rendered = _worker_renderer.render(html, where=where)
-        except OutreachError as exc:
-            results.append((index, 0, exc.message))
-            continue
-        _worker_store.put(key, rendered.data)
-        results.append((index, rendered.pages, None))
+    thresholds = gc.get_threshold()
+    gc.set_threshold(*_GC_THRESHOLDS)
+    try:
+        for index, key, html, where in tasks:
+            try:
+                rendered = _worker_renderer.render(html, where=where)
+            except OutreachError as exc:
+                results.append((index, 0, exc.message))
+                continue
+            _worker_store.put(key, rendered.data)
+            results.append((index, rendered.pages, None))
+    finally:
+        gc.set_threshold(*thresholds)
     return results
 
 
