@@ -156,8 +156,18 @@ def test_on_sqlite_the_writer_checkpoints_the_wal_itself(
         ]
     finally:
         alone.close()
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        # The writer's connection went back to the pool checkpointing as SQLite does by default.
-        assert raw.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    # The writer's connection went back to the pool as it came: checkpointing as SQLite does by default
+    # and waiting for the write lock (its inline commits do not wait: a pooled connection that kept that
+    # failed the next send's BEGIN IMMEDIATE at once with "database is locked"). Every pooled connection
+    # at once, so the writer's is among them whatever order the pool hands them out in.
+    pooled = [engine.connect() for _ in range(engine.pool.checkedin())]  # type: ignore[attr-defined]
+    try:
+        assert pooled
+        for conn in pooled:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            assert raw.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+            assert raw.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+    finally:
+        for conn in pooled:
+            conn.close()

@@ -288,9 +288,11 @@ class SqliteCommitter:
         if self.checkpointer is not None:
             self.checkpointer.stop()
         if self._conn is not None:
-            if self.checkpointer is not None:
-                with contextlib.suppress(Exception):  # back to the pool as it came
+            with contextlib.suppress(Exception):  # back to the pool as it came
+                if self.checkpointer is not None:
                     _set_autocheckpoint(self._conn, SQLITE_AUTOCHECKPOINT_PAGES)
+                # Else the pool's next user (the next send's recovery, planning) fails at once on a lock.
+                _set_busy_timeout(self._conn, SQLITE_BUSY_TIMEOUT_MS)
             self._conn.close()
             self._conn = None
 
