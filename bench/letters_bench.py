@@ -53,7 +53,7 @@ def populate(url: str, recipients: int, seed: int = 2026) -> None:
     from sqlalchemy import insert
 
     from outreach.db import open_database
-    from outreach.letters.render import table
+    from outreach.letters.recipients import table
     from outreach.models import Contact, Municipality, utcnow
     from outreach.registry.keys import email_hash, email_key, office_key, sort_name
     from outreach.registry.municipalities import load_municipalities
@@ -150,7 +150,7 @@ def main() -> None:
     from outreach.letters.campaign import load_campaign
     from outreach.letters.compose import LetterComposer
     from outreach.letters.ids import new_token
-    from outreach.letters.render import load_recipients
+    from outreach.letters.recipients import load_recipients
     from outreach.letters.review import check_campaign
     from outreach.models import utcnow
     from outreach.registry.audience import audience_contact_ids

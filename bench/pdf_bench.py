@@ -69,7 +69,7 @@ def recipients(count: int) -> list[Any]:
     """``count`` wethouders over the 342 municipalities, as the registry would give them."""
     import csv
 
-    from outreach.letters.render import Recipient, postal_lines
+    from outreach.letters.recipients import Recipient, postal_lines
 
     with (REPO / "data" / "gemeenten-2026.csv").open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))

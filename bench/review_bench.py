@@ -37,7 +37,7 @@ def suppress_some(url: str, every: int) -> int:
     from sqlalchemy import insert, select
 
     from outreach.db import open_database
-    from outreach.letters.render import table
+    from outreach.letters.recipients import table
     from outreach.models import Contact, Suppression, utcnow
 
     engine = open_database(url)

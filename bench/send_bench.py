@@ -257,7 +257,7 @@ def letter_size(folder: Path, db: Path) -> int:
     from outreach.letters.campaign import load_campaign
     from outreach.letters.compose import LetterComposer
     from outreach.letters.ids import new_token
-    from outreach.letters.render import load_recipients
+    from outreach.letters.recipients import load_recipients
     from outreach.models import utcnow
 
     engine = open_database(f"sqlite:///{db}")

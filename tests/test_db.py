@@ -109,7 +109,7 @@ def test_an_existing_database_upgrades_to_the_schema_of_a_fresh_one(tmp_path: Pa
 def test_the_griffie_lookup_reads_only_griffie_rows(db_url: str) -> None:
     """Composing a batch looks up each municipality's griffie; that must not read every contact (m003:
     80-115 ms a batch of 200 letters with 100,000 contacts before, an O(registry) cost per batch)."""
-    from outreach.letters.render import _recipients_statement, table
+    from outreach.letters.recipients import _recipients_statement, table
     from outreach.models import Contact
 
     engine = open_database(db_url)

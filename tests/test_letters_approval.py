@@ -20,7 +20,7 @@ from outreach.letters.approval import (
     require_approval,
 )
 from outreach.letters.campaign import CampaignConfig
-from outreach.letters.render import table
+from outreach.letters.recipients import table
 from outreach.letters.review import approve_campaign
 from outreach.models import Approval
 from tests.factories import add_contact

@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from outreach.db import open_database
 from outreach.letters.campaign import CampaignConfig
-from outreach.letters.render import load_recipients, table
+from outreach.letters.recipients import load_recipients, table
 from outreach.models import Campaign, Delivery, Suppression
 from outreach.registry.audience import audience_contact_ids
 from outreach.registry.keys import email_hash, email_key

@@ -15,7 +15,7 @@ from sqlmodel import Session
 from outreach.errors import AddressError, CampaignError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import CampaignConfig, load_campaign
 from outreach.letters.compose import ComposedLetter, LetterComposer, check_header_value, header_line
-from outreach.letters.render import Recipient, load_recipients
+from outreach.letters.recipients import Recipient, load_recipients
 from tests.factories import add_contact
 from tests.fixtures_letters import MINIMAL_TOML, NOW, TEMPLATES, CampaignWriter
 

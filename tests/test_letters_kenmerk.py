@@ -15,7 +15,7 @@ from outreach.letters.kenmerk import (
     find_kenmerk,
     store_campaign_kenmerk,
 )
-from outreach.letters.render import table
+from outreach.letters.recipients import table
 from outreach.models import Campaign, Event, EventKind
 from outreach.tracking.classify import classify
 from outreach.tracking.events import record_inbound

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from outreach.cli import app
 from outreach.errors import TemplateError
 from outreach.letters import limits
-from outreach.letters.render import CampaignTemplates, Recipient
+from outreach.letters.recipients import Recipient
+from outreach.letters.render import CampaignTemplates
 from tests.factories import add_contact
 from tests.fixtures_letters import NOW, CampaignWriter
 

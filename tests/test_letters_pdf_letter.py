@@ -25,7 +25,8 @@ from outreach.letters.compose import LetterComposer
 from outreach.letters.pdf import WINDOW, LetterRenderer
 from outreach.letters.pdf_letters import CampaignPdfs, LetterJob, attachment_name, prepare_pdfs
 from outreach.letters.pdf_store import PdfStore
-from outreach.letters.render import CampaignTemplates, Recipient, load_recipients, postal_lines
+from outreach.letters.recipients import Recipient, load_recipients, postal_lines
+from outreach.letters.render import CampaignTemplates
 from tests.factories import add_contact
 from tests.fixtures_letters import TEMPLATES
 

@@ -18,7 +18,7 @@ from outreach.letters.campaign import CampaignConfig, load_campaign
 from outreach.letters.kenmerk import delivery_kenmerk
 from outreach.letters.pdf_letters import letter_composer, prepare_for_sending
 from outreach.letters.pdf_store import PdfStore
-from outreach.letters.render import load_recipients, table
+from outreach.letters.recipients import load_recipients, table
 from outreach.models import Campaign, Contact, utcnow
 from outreach.sending.plan import plan_deliveries
 from tests.factories import add_contact

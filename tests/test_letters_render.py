@@ -7,7 +7,8 @@ import pytest
 from outreach.errors import TemplateError
 from outreach.letters.campaign import load_campaign
 from outreach.letters.compose import LetterComposer
-from outreach.letters.render import CampaignTemplates, Recipient
+from outreach.letters.recipients import Recipient
+from outreach.letters.render import CampaignTemplates
 from outreach.models import Role
 from tests.fixtures_letters import MINIMAL_TOML, NOW, TEMPLATES, CampaignWriter
 

@@ -23,7 +23,7 @@ from outreach.letters.approval import (
     require_approval,
 )
 from outreach.letters.campaign import CampaignConfig, load_campaign
-from outreach.letters.render import table
+from outreach.letters.recipients import table
 from outreach.models import Approval
 from tests.factories import add_contact
 from tests.fixtures_letters import TEMPLATES

@@ -22,7 +22,7 @@ from outreach.cli import app as cli
 from outreach.errors import CampaignError
 from outreach.letters.approval import require_approval
 from outreach.letters.campaign import load_campaign
-from outreach.letters.render import table
+from outreach.letters.recipients import table
 from outreach.models import Approval
 from outreach.web.review.access import COOKIE
 from outreach.web.review.views import LETTER_CSP

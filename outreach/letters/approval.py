@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, select
 from outreach.db import dialect_insert
 from outreach.errors import CampaignError
 from outreach.letters.campaign import CampaignConfig
-from outreach.letters.render import table
+from outreach.letters.recipients import table
 from outreach.models import Approval, Campaign, Decision, utcnow
 
 # A text file larger than this is not kept for diffs: campaign folders hold letters, not data dumps.

@@ -34,7 +34,8 @@ from outreach.errors import AddressError, CampaignError, HeaderInjectionError, T
 from outreach.letters.campaign import AMSTERDAM, CampaignConfig
 from outreach.letters.ids import is_token, message_id
 from outreach.letters.kenmerk import DRAFT_NUMBER, campaign_part, delivery_kenmerk
-from outreach.letters.render import SUBJECT, CampaignTemplates, Recipient, RenderedLetter
+from outreach.letters.recipients import Recipient
+from outreach.letters.render import SUBJECT, CampaignTemplates, RenderedLetter
 
 if TYPE_CHECKING:
     from outreach.letters.pdf_letters import CampaignPdfs

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select, update
 
 from outreach.letters.campaign import CampaignConfig
 from outreach.letters.dates import amsterdam_date
-from outreach.letters.render import table
+from outreach.letters.recipients import table
 from outreach.models import Campaign, Delivery, utcnow
 
 #: A kenmerk as it appears in a reply: prefix, year, campaign number, contact number.

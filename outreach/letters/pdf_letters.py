@@ -33,7 +33,8 @@ from outreach.letters.campaign import CampaignConfig
 from outreach.letters.kenmerk import campaign_kenmerk, delivery_kenmerk, store_campaign_kenmerk
 from outreach.letters.pdf import LetterRenderer
 from outreach.letters.pdf_store import PdfStore
-from outreach.letters.render import CampaignTemplates, Recipient, load_recipients, table
+from outreach.letters.recipients import Recipient, load_recipients, table
+from outreach.letters.render import CampaignTemplates
 from outreach.models import Delivery, DeliveryState
 
 if TYPE_CHECKING:

@@ -29,7 +29,8 @@ from outreach.letters.dates import amsterdam_date
 from outreach.letters.kenmerk import delivery_kenmerk, store_campaign_kenmerk
 from outreach.letters.pdf_letters import CampaignPdfs, LetterJob, prepare_pdfs
 from outreach.letters.pdf_store import PdfStore
-from outreach.letters.render import CampaignTemplates, Recipient, load_recipients, table
+from outreach.letters.recipients import Recipient, load_recipients, table
+from outreach.letters.render import CampaignTemplates
 from outreach.models import Contact, Delivery, DeliveryState, utcnow
 from outreach.registry.keys import fold
 

@@ -32,7 +32,7 @@ from outreach.letters.compose import ComposedLetter, LetterComposer
 from outreach.letters.ids import new_token
 from outreach.letters.kenmerk import campaign_kenmerk, store_campaign_kenmerk
 from outreach.letters.pdf_store import PdfStore
-from outreach.letters.render import Recipient, load_recipients
+from outreach.letters.recipients import Recipient, load_recipients
 from outreach.models import utcnow
 from outreach.registry.audience import audience_contact_ids
 from outreach.registry.keys import email_key, fold

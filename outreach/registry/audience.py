@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 
 from outreach.letters.campaign import Audience, CampaignConfig
-from outreach.letters.render import table
+from outreach.letters.recipients import table
 from outreach.models import Contact, Municipality, Role
 
 

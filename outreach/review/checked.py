@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from outreach.letters.approval import FolderSnapshot, snapshot_folder
 from outreach.letters.campaign import CampaignConfig, campaign_folder, load_campaign, with_web_base_url
 from outreach.letters.compose import LetterComposer
-from outreach.letters.render import Recipient, table
+from outreach.letters.recipients import Recipient, table
 from outreach.letters.review import CheckReport, audience, check_campaign, composer_for
 from outreach.models import Contact, Suppression, utcnow
 from outreach.registry.keys import fold

@@ -11,7 +11,8 @@ from jinja2.defaults import DEFAULT_NAMESPACE
 from outreach.errors import OutreachError
 from outreach.letters.compose import ComposedLetter
 from outreach.letters.ids import new_token
-from outreach.letters.render import Fields, Recipient
+from outreach.letters.recipients import Recipient
+from outreach.letters.render import Fields
 from outreach.models import utcnow
 from outreach.review.checked import CheckedCampaign, Problem
 

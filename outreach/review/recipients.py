@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from outreach.letters.render import Recipient
+from outreach.letters.recipients import Recipient
 from outreach.registry.keys import fold
 from outreach.review.checked import CheckedCampaign, Problem
 from outreach.review.overview import NO_PARTY

@@ -15,7 +15,7 @@ from outreach.errors import AddressError, HeaderInjectionError, TemplateError
 from outreach.letters.campaign import CampaignConfig
 from outreach.letters.ids import verp_address
 from outreach.letters.pdf_letters import letter_composer
-from outreach.letters.render import load_recipients
+from outreach.letters.recipients import load_recipients
 from outreach.sending.claim import ClaimedRow
 from outreach.sending.jobs import Job
 from outreach.sending.plan import RENDER_FAILED, SKIP_FORGOTTEN, SKIP_INVALID, SKIP_SUPPRESSED
