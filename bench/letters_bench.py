@@ -147,7 +147,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
 
     from outreach.db import open_database
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.letters.compose import LetterComposer
     from outreach.letters.ids import new_token
     from outreach.letters.recipients import load_recipients

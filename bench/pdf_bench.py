@@ -97,7 +97,7 @@ def recipients(count: int) -> list[Any]:
 
 
 def layout(count: int, workers: int | None) -> dict[str, Any]:
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.letters.pdf_letters import LetterJob, prepare_pdfs
     from outreach.letters.pdf_store import PdfStore
 
@@ -211,7 +211,7 @@ def fpdf2_letters(count: int) -> dict[str, Any]:
     signature, page numbers from page 2 (``{nb}``), the same embedded Open Sans."""
     from fpdf import FPDF
 
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.letters.pdf import FONTS
     from outreach.letters.render import CampaignTemplates
 
@@ -261,7 +261,7 @@ def send_database(folder: Path, count: int) -> tuple[Path, Path]:
 
     from outreach.db import open_database
     from outreach.letters.approval import record_approval
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.models import Contact, Municipality, utcnow
     from outreach.registry.keys import email_hash, email_key, office_key
     from outreach.registry.municipalities import load_municipalities

@@ -81,7 +81,7 @@ def plan_child(file: Path, url: str, templates: Path) -> None:
     from sqlalchemy import event
 
     from outreach.db import open_database
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.registry.bootstrap import initialise
     from outreach.registry.importer import import_contacts
     from outreach.sending.plan import plan_deliveries

@@ -195,7 +195,7 @@ def bulk_contacts(url: str, templates: Path, count: int, *, big_domain: str = ""
 
     from outreach.db import open_database
     from outreach.letters.approval import record_approval
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.models import Contact, Municipality, utcnow
     from outreach.registry.keys import email_hash, email_key, office_key
     from outreach.registry.municipalities import load_municipalities
@@ -254,7 +254,7 @@ def prepare(folder: Path, count: int, *, big_domain: str = "", every: int = 0) -
 
 def letter_size(folder: Path, db: Path) -> int:
     from outreach.db import open_database
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.letters.compose import LetterComposer
     from outreach.letters.ids import new_token
     from outreach.letters.recipients import load_recipients

@@ -13,7 +13,8 @@ from sqlalchemy import Engine, insert
 
 from outreach.config import Settings
 from outreach.letters.approval import record_approval
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.models import Contact, Municipality, utcnow
 from outreach.registry.keys import email_hash, email_key, office_key
 from outreach.registry.municipalities import load_municipalities

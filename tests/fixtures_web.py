@@ -18,7 +18,8 @@ from starlette.applications import Starlette
 
 from outreach.config import Settings
 from outreach.letters.approval import record_approval
-from outreach.letters.campaign import CampaignConfig, load_campaign, with_web_base_url
+from outreach.letters.campaign import CampaignConfig, with_web_base_url
+from outreach.letters.campaign_file import load_campaign
 from outreach.sending.run import SendOptions, SendSummary, run_send
 from outreach.tracking.events import DELIVERY, EVENT, SUPPRESSION
 from outreach.web.public.app import build_public_app

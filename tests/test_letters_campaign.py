@@ -7,7 +7,8 @@ from datetime import UTC, datetime, time
 import pytest
 
 from outreach.errors import CampaignError, NotFoundError, TemplateError
-from outreach.letters.campaign import SendingWindow, list_campaign_slugs, load_campaign
+from outreach.letters.campaign import SendingWindow
+from outreach.letters.campaign_file import list_campaign_slugs, load_campaign
 from outreach.letters.render import CampaignTemplates
 from tests.fixtures_letters import MINIMAL_TOML, TEMPLATES, CampaignWriter
 

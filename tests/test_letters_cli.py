@@ -18,7 +18,7 @@ from typer.testing import CliRunner, Result
 from outreach.cli import app
 from outreach.db import open_database
 from outreach.letters.approval import require_approval
-from outreach.letters.campaign import load_campaign
+from outreach.letters.campaign_file import load_campaign
 from outreach.models import Suppression
 from outreach.registry.keys import email_hash
 from tests.factories import add_contact, load_reference

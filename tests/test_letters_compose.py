@@ -13,7 +13,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from outreach.errors import AddressError, CampaignError, HeaderInjectionError, TemplateError
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.compose import ComposedLetter, LetterComposer, check_header_value, header_line
 from outreach.letters.recipients import Recipient, load_recipients
 from tests.factories import add_contact

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from outreach.db import session_scope
-from outreach.letters.campaign import load_campaign
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.kenmerk import (
     campaign_kenmerk,
     delivery_kenmerk,

@@ -20,7 +20,8 @@ from typer.testing import CliRunner, Result
 from outreach.cli import app
 from outreach.errors import CampaignError, TemplateError
 from outreach.letters.address import MAX_LINES, address_lines
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.compose import LetterComposer
 from outreach.letters.pdf import WINDOW, LetterRenderer
 from outreach.letters.pdf_letters import CampaignPdfs, LetterJob, attachment_name, prepare_pdfs

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from outreach.cli import app
 from outreach.letters.approval import record_approval
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.kenmerk import delivery_kenmerk
 from outreach.letters.pdf_letters import letter_composer, prepare_for_sending
 from outreach.letters.pdf_store import PdfStore

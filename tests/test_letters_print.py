@@ -17,7 +17,8 @@ from outreach.cli import app
 from outreach.db import open_database
 from outreach.errors import CampaignError
 from outreach.letters.approval import record_approval
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.printing import print_letters, safe_cell
 from outreach.models import Contact, Delivery, DeliveryState, Municipality
 from outreach.sending.status import campaign_status

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from outreach.errors import TemplateError
-from outreach.letters.campaign import load_campaign
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.compose import LetterComposer
 from outreach.letters.recipients import Recipient
 from outreach.letters.render import CampaignTemplates

@@ -22,7 +22,8 @@ from outreach.letters.approval import (
     record_rejection,
     require_approval,
 )
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.recipients import table
 from outreach.models import Approval
 from tests.factories import add_contact

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from outreach.cli import app as cli
 from outreach.errors import CampaignError
 from outreach.letters.approval import require_approval
-from outreach.letters.campaign import load_campaign
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.recipients import table
 from outreach.models import Approval
 from outreach.web.review.access import COOKIE

@@ -345,7 +345,7 @@ def test_a_contact_added_after_approval_that_cannot_be_rendered_is_held_back(
     with engine.begin() as conn:
         conn.execute(text("UPDATE contact SET voornaam = 'Anne'"))
     from outreach.letters.approval import record_approval
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
 
     campaign = load_campaign(campaign.folder.parent, campaign.slug)
     record_approval(engine, campaign, "Test Reviewer")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from outreach.cli import app
 from outreach.letters.approval import record_approval
-from outreach.letters.campaign import load_campaign
+from outreach.letters.campaign_file import load_campaign
 from tests.fixtures_sending import CampaignFactory, add_raadsleden
 from tests.smtpd import SmtpServer
 

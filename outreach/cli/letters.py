@@ -13,7 +13,8 @@ import typer
 from outreach.cli.common import app_context, echo_json, err_console, new_typer
 from outreach.errors import UsageError
 from outreach.letters.approval import approval_status, record_rejection
-from outreach.letters.campaign import CampaignConfig, load_campaign, with_web_base_url
+from outreach.letters.campaign import CampaignConfig, with_web_base_url
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.review import (
     approve_campaign,
     check_campaign,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from outreach.cli.common import app_context, err_console
-from outreach.letters.campaign import load_campaign
+from outreach.letters.campaign_file import load_campaign
 
 
 def print_command(

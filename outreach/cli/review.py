@@ -13,7 +13,7 @@ import typer
 from outreach.cli.common import app_context
 from outreach.errors import ConfigError
 from outreach.letters.approval import ensure_campaign_row
-from outreach.letters.campaign import load_campaign
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.kenmerk import store_campaign_kenmerk
 from outreach.review.checked import ReviewCache
 from outreach.web.review.app import create_review_app

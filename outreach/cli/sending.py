@@ -127,7 +127,8 @@ def send(
     and to run again; several senders may work one campaign together on PostgreSQL. Exits 0 when every
     delivery is sent or skipped, 1 otherwise.
     """
-    from outreach.letters.campaign import load_campaign, with_web_base_url
+    from outreach.letters.campaign import with_web_base_url
+    from outreach.letters.campaign_file import load_campaign
 
     context = app_context(ctx)
     settings = context.settings

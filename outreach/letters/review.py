@@ -22,12 +22,8 @@ from outreach.letters.approval import (
     record_approval,
     snapshot_folder,
 )
-from outreach.letters.campaign import (
-    CampaignConfig,
-    list_campaign_slugs,
-    load_campaign,
-    with_web_base_url,
-)
+from outreach.letters.campaign import CampaignConfig, with_web_base_url
+from outreach.letters.campaign_file import list_campaign_slugs, load_campaign
 from outreach.letters.compose import ComposedLetter, LetterComposer
 from outreach.letters.ids import new_token
 from outreach.letters.kenmerk import campaign_kenmerk, store_campaign_kenmerk

@@ -19,7 +19,8 @@ from typing import TypeVar, cast
 from sqlalchemy import Engine, func, select
 
 from outreach.letters.approval import FolderSnapshot, snapshot_folder
-from outreach.letters.campaign import CampaignConfig, campaign_folder, load_campaign, with_web_base_url
+from outreach.letters.campaign import CampaignConfig, with_web_base_url
+from outreach.letters.campaign_file import campaign_folder, load_campaign
 from outreach.letters.compose import LetterComposer
 from outreach.letters.recipients import Recipient, table
 from outreach.letters.review import CheckReport, audience, check_campaign, composer_for

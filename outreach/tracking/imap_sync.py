@@ -34,7 +34,7 @@ from sqlmodel import SQLModel
 from outreach.config import Settings
 from outreach.db import dialect_insert
 from outreach.errors import CampaignError, ConfigError, ImapError, NotFoundError
-from outreach.letters.campaign import list_campaign_slugs, load_campaign
+from outreach.letters.campaign_file import list_campaign_slugs, load_campaign
 from outreach.models import EventKind, utcnow
 from outreach.registry.keys import email_key
 from outreach.tracking.classify import ClassifyOptions, InboundMessage, classify, unsubscribe_address_key

@@ -29,7 +29,8 @@ from sqlmodel import SQLModel
 
 from outreach import csvfiles
 from outreach.errors import CampaignError, NotFoundError
-from outreach.letters.campaign import Audience, load_campaign
+from outreach.letters.campaign import Audience
+from outreach.letters.campaign_file import load_campaign
 from outreach.models import DeliveryState, EventKind
 from outreach.registry.audience import municipality_filter
 from outreach.sending.plan import SKIP_NO_EMAIL

@@ -23,7 +23,8 @@ from starlette.routing import Route
 
 from outreach.config import Settings
 from outreach.errors import OutreachError
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.ids import is_token
 from outreach.web.app import create_app
 from outreach.web.limits import RateLimiter, client_address, parse_networks
