@@ -128,7 +128,7 @@ def layout(count: int, workers: int | None) -> dict[str, Any]:
 def one_process(count: int) -> dict[str, Any]:
     """CPU time of ``count`` letters laid out in this process (``prepare_pdfs`` with one worker, into an
     empty store), after 5 letters that load the fonts and parse the stylesheet."""
-    from outreach.letters.campaign import load_campaign
+    from outreach.letters.campaign_file import load_campaign
     from outreach.letters.pdf_letters import LetterJob, prepare_pdfs
     from outreach.letters.pdf_store import PdfStore
 

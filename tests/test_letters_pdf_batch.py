@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from outreach.letters.campaign import CampaignConfig, load_campaign
+from outreach.letters.campaign import CampaignConfig
+from outreach.letters.campaign_file import load_campaign
 from outreach.letters.pdf import PDF_VARIANT, LetterRenderer
 from outreach.letters.pdf_letters import CampaignPdfs, LetterJob, prepare_pdfs
 from outreach.letters.pdf_store import PdfStore
-from outreach.letters.render import CampaignTemplates, Recipient, postal_lines
+from outreach.letters.recipients import Recipient, postal_lines
+from outreach.letters.render import CampaignTemplates
 from tests.fixtures_letters import TEMPLATES
 from tests.test_letters_pdf_letter import DATE, GRIFFIE, WETHOUDER
 
