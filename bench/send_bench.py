@@ -685,8 +685,12 @@ def main() -> None:
     )
     parser.add_argument("--pairs", type=int, default=3, help="--baseline: interleaved pairs of runs")
     parser.add_argument(
-        "--baseline-faults", action="store_true", help="--baseline: its sender through the 4 %% faults too"
+        "--baseline-faults",
+        action="store_true",
+        help="--baseline: its sender through the fault scenarios too, interleaved over --pairs rounds "
+        "(then the loopback comparison runs only with `loopback` in --only)",
     )
+    parser.add_argument("--fault-rates", default="4,10", help="percentages of failing commands")
     args = parser.parse_args()
     only = set(args.only.split(","))
 
@@ -696,11 +700,14 @@ def main() -> None:
         prepared = prepare(folder, args.count)
         size = letter_size(folder, prepared)
         print(f"letter size {size} bytes", file=sys.stderr)
-        if args.baseline:
+        if args.baseline and ("loopback" in only or not args.baseline_faults):
             print(compare_loopback(folder, prepared, args.count, args.concurrency, args.baseline, args.pairs))
         if "faults" in only:
             baseline = args.baseline if args.baseline_faults else None
-            print(fault_scenarios(folder, prepared, args.count, args.concurrency, baseline))
+            rates = tuple(float(r) / 100 for r in args.fault_rates.split(","))
+            print(
+                fault_scenarios(folder, prepared, args.count, args.concurrency, baseline, args.pairs, rates)
+            )
         if "throttle" in only:
             print(throttle_scenario(folder, args.count, args.concurrency))
         if not only & {"loopback", "rtt"} and not args.large:
@@ -831,21 +838,34 @@ def compare_loopback(
 
 
 def fault_scenarios(
-    folder: Path, prepared: Path, count: int, concurrency: int, baseline: str | None = None
+    folder: Path,
+    prepared: Path,
+    count: int,
+    concurrency: int,
+    baseline: str | None = None,
+    pairs: int = 1,
+    rates: tuple[float, ...] = (0.04, 0.10),
 ) -> str:
-    """10,000 letters through a server that fails 0 %, 4 % and 10 % of commands (421, 451, dropped);
-    with ``baseline``, the previous commit's sender at 4 % too, against the same fault-free time."""
-    runs = [
-        fault_run(folder, prepared, f"{rate:.0%} of commands fail", rate, concurrency=concurrency)
-        for rate in (0.0, 0.04, 0.10)
-    ]
-    if baseline:
-        runs.append(
-            fault_run(
-                folder, prepared, "4 %, previous commit", 0.04, concurrency=concurrency, pythonpath=baseline
-            )
-        )
-    return render_faults(runs, count)
+    """10,000 letters through a server that fails 0 %, 4 % and 10 % of commands (421, 451, dropped).
+    With ``baseline``, ``pairs`` rounds of the fault-free run and, per rate, the previous commit's sender
+    and this one interleaved; each round's fault runs are measured against that round's fault-free time."""
+    if not baseline:
+        runs = [
+            fault_run(folder, prepared, f"{rate:.0%} of commands fail", rate, concurrency=concurrency)
+            for rate in (0.0, *rates)
+        ]
+        return render_faults(runs, count)
+    tables = []
+    for n in range(pairs):
+        runs = [fault_run(folder, prepared, f"{n + 1}: 0 %, this commit", 0.0, concurrency=concurrency)]
+        for rate in rates:
+            for name, path in (("previous commit", baseline), ("this commit", None)):
+                label = f"{n + 1}: {rate:.0%}, {name}"
+                run = fault_run(folder, prepared, label, rate, concurrency=concurrency, pythonpath=path)
+                runs.append(run)
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        tables.append(f"round {n + 1} (load average {load} after it)\n" + render_faults(runs, count))
+    return "\n\n".join(tables)
 
 
 def throttle_scenario(folder: Path, count: int, concurrency: int) -> str:

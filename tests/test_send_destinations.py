@@ -44,6 +44,30 @@ def test_a_letter_waiting_for_its_retry_does_not_hold_the_connection(
     assert server.handler.sessions == 1  # the refused RCPT cost no connection
 
 
+def test_a_letter_whose_connection_was_dropped_goes_again_at_once(
+    engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
+) -> None:
+    campaign = make_campaign()
+    addresses = add_raadsleden(engine, 30, domain_count=30)
+    dropped = addresses[0]
+    server = smtpd(pipelining=True)
+    server.handler.faults = {dropped: Fault("disconnect-at-rcpt", times=1)}
+    # The drop says nothing about the letter: it goes back to the scheduler at once, ahead of the
+    # letters claimed after it (batches of five), not after a backoff longer than the whole run.
+    summary = run_send(
+        engine,
+        smtp_settings(db_url, server.port),
+        campaign,
+        options(concurrency=1, batch_size=5, backoff_initial=30.0, backoff_max=30.0),
+    )
+    order = [m.rcpt_tos[0] for m in server.handler.messages]
+    assert summary.sent == 30 and len(set(order)) == 30
+    assert order.index(dropped) < 15
+    row = states(engine)[dropped]
+    assert (row.state, row.attempts) == ("sent", 1)  # the dropped try did not count against it
+    assert server.handler.sessions == 2
+
+
 def test_a_server_that_stops_answering_is_down_and_never_fails_a_letter(
     engine: Engine, db_url: str, make_campaign: CampaignFactory, smtpd: Callable[..., SmtpServer]
 ) -> None:

@@ -78,3 +78,23 @@ def test_nonsense_settings_are_refused() -> None:
         RetryPolicy(tries_per_run=0)
     with pytest.raises(ValueError):
         RetryPolicy(backoff_initial=5.0, backoff_max=1.0)
+
+
+def test_a_try_the_server_failed_as_a_whole_goes_again_at_once() -> None:
+    # A 421 or a connection lost before the body says nothing about the letter: no backoff of its own
+    # (the server's window and pause pace such retries), still within the tries of this run.
+    policy = RetryPolicy(tries_per_run=3, backoff_initial=2.0)
+    again = [
+        policy.after_failure(
+            tries_before_run=0, tries_this_run=tries, counted_this_run=0, now=NOW, server_failed=True
+        )
+        for tries in (1, 2)
+    ]
+    assert [(d.action, d.delay) for d in again] == [(RetryAction.AGAIN, 0.0)] * 2
+    third = policy.after_failure(
+        tries_before_run=0, tries_this_run=3, counted_this_run=0, now=NOW, server_failed=True
+    )
+    assert third.action is RetryAction.LATER and third.total == 0
+    # A refusal of the letter itself keeps its backoff.
+    refused = policy.after_failure(tries_before_run=0, tries_this_run=1, counted_this_run=1, now=NOW)
+    assert refused.action is RetryAction.AGAIN and refused.delay >= 2.0

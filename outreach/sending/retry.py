@@ -5,7 +5,9 @@ not-before time (``RetryPolicy.after_failure``) and the connection takes the nex
 letter gets ``tries_per_run`` tries with exponential backoff and jitter; then it waits for a later run
 (``next_attempt_at``: ``next_run_delay`` doubling per run up to ``next_run_delay_max``, ±10 %); after
 ``max_tries`` tries in all it is given up. Tries that failed because the destination as a whole was down
-or slowing us down do not count towards ``max_tries`` (``outreach.sending.destination``).
+or slowing us down do not count towards ``max_tries`` (``outreach.sending.destination``). A try that the
+SMTP server failed as a whole (421, a connection lost before the body) says nothing about the letter: it
+goes again at once on another connection, and the server's own window and pause pace such retries.
 """
 
 from __future__ import annotations
@@ -70,14 +72,16 @@ class RetryPolicy:
         counted_this_run: int,
         now: datetime,
         stopping: bool = False,
+        server_failed: bool = False,
         rng: random.Random | None = None,
     ) -> RetryDecision:
         """What happens to a letter whose latest try failed transiently.
 
         ``tries_before_run``: tries counted in earlier runs (the delivery's ``attempts``);
         ``tries_this_run``: tries of this run, the failed one included; ``counted_this_run``: those of
-        them that count against the letter (the rest failed for the destination as a whole). A run
-        that is stopping tries nothing again.
+        them that count against the letter (the rest failed for the destination as a whole);
+        ``server_failed``: this try failed for the SMTP server as a whole, so a retry in this run needs
+        no backoff of its own. A run that is stopping tries nothing again.
         """
         total = tries_before_run + counted_this_run
         if total >= self.max_tries:
@@ -86,4 +90,5 @@ class RetryPolicy:
             return RetryDecision(
                 RetryAction.LATER, next_attempt_at=self.next_run(total, now, rng), total=total
             )
-        return RetryDecision(RetryAction.AGAIN, delay=self.backoff(tries_this_run, rng), total=total)
+        delay = 0.0 if server_failed else self.backoff(tries_this_run, rng)
+        return RetryDecision(RetryAction.AGAIN, delay=delay, total=total)

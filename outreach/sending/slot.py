@@ -183,6 +183,7 @@ class ConnectionSlot:
             counted_this_run=job.counted,
             now=utcnow(),
             stopping=worker.stopping,
+            server_failed=outcome.relay,
         )
         code, text, recipient = outcome.code, outcome.text, job.recipients[0]
         if decision.action is RetryAction.AGAIN:
