@@ -53,6 +53,46 @@ def test_failures_as_a_whole_in_a_row_mean_down_and_a_success_resets_them() -> N
     assert destination.down and destination.last_error == "connection refused"
 
 
+def test_a_stray_fault_after_enough_successes_costs_no_connection_but_repeated_ones_do() -> None:
+    limits = DestinationLimits(connections=4, pause_initial=1.0, stray_after=4)
+    relay = Destination("127.0.0.1:25", limits)
+    # A fresh destination has not shown yet that it works: its first fault counts.
+    assert relay.signal(Signal.FAILURE, 0.0, "connection lost") == 0.0 and relay.window == 3
+    for _ in range(4):
+        relay.success(1.0)
+    assert relay.window == 4
+    # Four letters went well since: one dropped connection is a stray fault of a server that works.
+    assert relay.signal(Signal.FAILURE, 2.0, "connection lost") == 0.0
+    assert relay.window == 4 and relay.failures == 1 and relay.signals == 2
+    # A 421 right after it is not: the server is busy, the window shrinks as before.
+    relay.signal(Signal.THROTTLE, 2.0, "421 busy")
+    assert relay.window == 3
+    for _ in range(2):
+        relay.success(3.0)
+    relay.signal(Signal.THROTTLE, 3.0, "421 busy")  # two successes between: not enough
+    assert relay.window == 2
+
+
+def test_at_one_letter_a_time_only_repeated_faults_pause() -> None:
+    relay = Destination("relay", DestinationLimits(connections=1, pause_initial=1.0, stray_after=3))
+    assert relay.signal(Signal.THROTTLE, 0.0) == 1.0  # no success yet: it pauses
+    assert relay.signal(Signal.THROTTLE, 0.0) == 2.0
+    for _ in range(3):
+        relay.success(5.0)
+    assert relay.signal(Signal.THROTTLE, 5.0) == 0.0 and not relay.paused  # stray
+    assert relay.signal(Signal.THROTTLE, 5.0) == 1.0  # repeated: the pause starts again
+
+
+def test_every_signal_counts_without_stray_after() -> None:
+    domain = Destination("outlook.com", DestinationLimits(connections=2, pause_initial=1.0))
+    for _ in range(50):
+        domain.success(0.0)
+    domain.signal(Signal.THROTTLE, 0.0, "451 4.7.650 rate limited")  # an explicit "slow down"
+    assert domain.window == 1
+    with pytest.raises(ValueError):
+        DestinationLimits(stray_after=0)
+
+
 def test_a_destination_without_a_cap_pauses_at_the_first_signal() -> None:
     destination = Destination("d", DestinationLimits(connections=None, pause_initial=2.0))
     assert destination.signal(Signal.THROTTLE, 0.0) == 2.0

@@ -8,7 +8,10 @@ per-destination concurrency feedback, each keeps a concurrency window between 1 
   whole** (a refused or failing connection, no answer) shrinks the window by one; once it is down to one
   letter at a time, each further signal without a success in between pauses the destination, for a
   pause that doubles per signal up to ``pause_max``;
-- every ``window`` successes in a row widen it by one again, and a success ends the pause.
+- every ``window`` successes in a row widen it by one again, and a success ends the pause;
+- with ``stray_after``, a signal that comes after at least that many successes since the previous one
+  is a stray fault of a destination that works (the SMTP server dropping one connection in many): it
+  neither shrinks the window nor pauses. Signals close together still do: a 421 repeated is overload.
 
 Random faults spread over many letters therefore barely move the window, while a receiver that keeps
 refusing soon gets one letter at a time and then nothing for a growing while, and the others keep their
@@ -36,12 +39,15 @@ class DestinationLimits:
     pause_initial: float = 1.0  # seconds: the first pause, once the window is down to one
     pause_max: float = 300.0
     down_after: int = 5  # failures as a whole in a row, without a success, that mean "down"
+    stray_after: int | None = None  # successes since the previous signal that make a signal stray
 
     def __post_init__(self) -> None:
         if self.connections is not None and self.connections < 1:
             raise ValueError(f"connections must be at least 1, not {self.connections}")
         if self.down_after < 1:
             raise ValueError(f"down_after must be at least 1, not {self.down_after}")
+        if self.stray_after is not None and self.stray_after < 1:
+            raise ValueError(f"stray_after must be at least 1, not {self.stray_after}")
 
 
 class Destination:
@@ -49,6 +55,7 @@ class Destination:
 
     __slots__ = (
         "_limiter",
+        "_since_signal",
         "_successes",
         "failures",
         "in_flight",
@@ -72,6 +79,9 @@ class Destination:
         self.signals = 0  # every signal in this run (for the summary and the tests)
         self.last_error = ""
         self._successes = 0  # successes since the window last changed
+        # Successes since the previous signal: a fresh destination must show it works before a fault
+        # of its counts as stray.
+        self._since_signal = 0
         self._limiter = RateLimiter(limits.rate)
 
     def delay(self, now: float) -> float:
@@ -117,6 +127,7 @@ class Destination:
         self.streak = 0
         self.failures = 0
         self.paused_until = min(self.paused_until, now)
+        self._since_signal += 1
         self._successes += 1
         cap = self.limits.connections
         if (
@@ -131,10 +142,14 @@ class Destination:
     def signal(self, kind: Signal, now: float, error: str = "") -> float:
         """Feedback from one letter or connection; returns the pause it started (0.0: none)."""
         self.signals += 1
-        self._successes = 0
         self.last_error = error or self.last_error
         if kind is Signal.FAILURE:
             self.failures += 1
+        stray = self.limits.stray_after is not None and self._since_signal >= self.limits.stray_after
+        self._since_signal = 0
+        if stray:
+            return 0.0
+        self._successes = 0
         # Without a cap there is no window to shrink: the destination pauses at once.
         if self.window is not None and self.window > 1:
             self.window -= 1

@@ -95,6 +95,9 @@ class Worker:
                 pause_initial=options.backoff_initial,
                 pause_max=max(options.backoff_max, options.backoff_initial),
                 down_after=options.connect_attempts,
+                # A server that took a letter per connection since its last fault is flaky, not busy:
+                # one dropped connection or 421 among many does not cost a connection.
+                stray_after=options.concurrency,
             ),
         )
         self.clock = monotonic
