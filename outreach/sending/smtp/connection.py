@@ -28,6 +28,7 @@ from outreach.errors import SmtpError
 from outreach.sending.errors import ConnectFailedError, ConnectionLostError, SmtpReplyError
 from outreach.sending.smtp.protocol import ReplyReader
 from outreach.sending.smtp.reply import (
+    BAD_SEQUENCE,
     CLOSING,
     OK,
     RECIPIENT_OK,
@@ -242,6 +243,14 @@ class SmtpConnection:
         self.handed_over = False
         try:
             replies = await self._send_envelope(envelope, already_sent=ahead is not None)
+            if ahead is not None and replies[0].code == BAD_SEQUENCE:
+                # The server had not closed the previous transaction (aiosmtpd keeps it after a failed
+                # handler): this letter was never taken; it goes again on a fresh connection.
+                self.abort()
+                raise ConnectionLostError(
+                    f"the server was still in the previous transaction: {replies[0].code} {replies[0].text}",
+                    body_sent=False,
+                )
             refused = await self._accept_envelope(envelope, letter.recipients, replies)
             await self._open_data(envelope, replies)
             reply = await self._send_body(envelope, follow)
@@ -328,13 +337,11 @@ class SmtpConnection:
         self.handed_over = True
         reply = await protocol.read_one(self._settings.smtp_timeout)
         if reply.code != OK:
-            if self._next is not None:
-                # The next envelope is already with the server, behind a refused body: rather than
-                # untangle its replies, start that letter afresh on a new connection.
-                self.abort()
-            elif reply.code != CLOSING:
-                # The transaction is over (RFC 5321 4.1.1.4), but a server whose handler failed may keep
-                # the envelope (aiosmtpd does, answering the next MAIL with 503): RSET.
+            # With the next envelope behind this body, no RSET: the end of data closes the transaction,
+            # refused or not (RFC 5321 4.1.1.4), and the replies that follow are the next letter's own.
+            if self._next is None and reply.code != CLOSING:
+                # The transaction is over, but a server whose handler failed may keep the envelope
+                # (aiosmtpd does, answering the next MAIL with 503): RSET.
                 await self._reset()
             raise SmtpReplyError(reply.code, reply.text, "body")
         return reply

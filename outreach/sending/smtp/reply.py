@@ -14,6 +14,7 @@ SERVICE_READY = 220
 OK = 250  # requested action completed (MAIL, RCPT, the end of data)
 WILL_FORWARD = 251  # RCPT: user not local, will forward
 START_MAIL_INPUT = 354  # DATA: go ahead, end with <CRLF>.<CRLF>
+BAD_SEQUENCE = 503  # bad sequence of commands: the server is in another state than we are
 CLOSING = 421  # service not available, closing the transmission channel (RFC 5321 3.8)
 TLS_NOT_AVAILABLE = 454  # temporary TLS or authentication failure: a configuration matter for us
 
