@@ -10,14 +10,18 @@ an earlier letter (campaign ``eerder``) whose unsubscribe token they use. Then:
   behind a trusted proxy) to ``outreach serve`` (the real command, a process of its own) on the same
   database file.
 
-Measured: requests/s over the 2,000, latency p50/p99/max per request, errors (anything but 200), every
-opt-out recorded exactly once (events and suppressions), and the send's own letters/s in both runs. The
-load generator is a minimal asyncio HTTP/1.1 client (not httpx) so that it takes as little of the
-machine's CPU as it can. Run::
+The sends alone and the loaded ones are interleaved (alone, loaded, alone, loaded, ..., alone) and each
+loaded send is compared with the mean of the two alone on either side of it: on this shared machine two
+sends alone minutes apart differ by up to a factor of 2.8, neighbours much less. Reported per loaded
+round: requests/s over the 2,000, latency p50/p99/max, errors (anything but 200), every opt-out recorded
+exactly once (events and suppressions), the send's letters/s beside its neighbours' and the change, the
+send's own CPU seconds alone and loaded (GNU time: a figure the other engineers' load hardly moves), and
+the CPU seconds of `outreach serve` and of the load generator during the load; then the median of the
+per-round changes. ``--baseline DIR`` runs every other loaded round's server from another checkout (the
+previous commit, on PYTHONPATH), so that before and after are measured in the same run. The load
+generator is a minimal asyncio HTTP/1.1 client (not httpx) so that it takes as little CPU as it can::
 
-    flock /tmp/bench.lock .venv/bin/python bench/web_bench.py [--rounds 3] [--in-audience] [--write]
-
-``--write`` replaces the ``## Web`` section of docs/performance.md with the results.
+    flock /tmp/bench.lock .venv/bin/python bench/web_bench.py [--rounds 8] [--baseline DIR] [--in-audience]
 """
 
 from __future__ import annotations
@@ -230,26 +234,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_send(folder: Path, db: Path, sink: int) -> tuple[float, str]:
-    """``outreach send`` of campaign ``bench``: its wall seconds and output."""
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+@dataclass
+class Send:
+    wall: float  # the whole `outreach send`, planning included
+    cpu: float  # its user + system CPU seconds (GNU time): what the send did, whatever else ran
+
+    @property
+    def rate(self) -> float:
+        return LETTERS / self.wall
+
+
+def run_send(folder: Path, db: Path, sink: int) -> Send:
+    """``outreach send`` of campaign ``bench`` (always this checkout's code, whatever serves the web)."""
     env = send_env(f"sqlite:///{db}", folder / "letters", sink)
-    wall, _cpu, _rss, out = timed(send_command(8), env=env)
-    return wall, out
+    env.pop("PYTHONPATH", None)
+    wall, cpu, _rss, _out = timed(send_command(8), env=env)
+    return Send(wall, cpu)
 
 
-def baseline(folder: Path, prepared: Path, sink: int, n: int) -> float:
-    """The send alone: letters/s of the whole `outreach send` (planning included)."""
-    db = folder / f"baseline-{n}.db"
+def remove(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+def alone(folder: Path, prepared: Path, sink: int, n: int) -> Send:
+    """The send without the load."""
+    db = folder / f"alone-{n}.db"
     shutil.copy(prepared, db)
-    wall, _ = run_send(folder, db, sink)
-    return LETTERS / wall
+    try:
+        return run_send(folder, db, sink)
+    finally:
+        remove(db)
 
 
-def round_trip(folder: Path, prepared: Path, tokens: list[str], sink: int, n: int) -> dict[str, Any]:
-    # The baseline runs before the loaded send in even rounds and after it in odd ones, so that a
-    # machine getting busier or quieter during the benchmark does not favour one side.
-    base = baseline(folder, prepared, sink, n) if n % 2 == 0 else 0.0
-
+def loaded(
+    folder: Path, prepared: Path, tokens: list[str], sink: int, n: int, pythonpath: str | None
+) -> dict[str, Any]:
+    """The send while `outreach serve` (from ``pythonpath`` when given: another checkout) answers the
+    2,000 one-click POSTs, which start once the send's first letters are out."""
     db = folder / f"loaded-{n}.db"
     shutil.copy(prepared, db)
     port = free_port()
@@ -258,6 +284,9 @@ def round_trip(folder: Path, prepared: Path, tokens: list[str], sink: int, n: in
         served = folder / f"served-{n}.db"
         shutil.copy(prepared, served)
     env = send_env(f"sqlite:///{served}", folder / "letters", sink)
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     env["OUTREACH_WEB_TRUSTED_PROXIES"] = "127.0.0.1"
     env["OUTREACH_WEB_BASE_URL"] = "https://post.example.nl"
     log = (folder / f"serve-{n}.log").open("w")
@@ -277,91 +306,103 @@ def round_trip(folder: Path, prepared: Path, tokens: list[str], sink: int, n: in
             result = asyncio.run(load(port, tokens))
             server_cpu, load_cpu = cpu_seconds(server.pid) - cpu_before, time.process_time() - own_before
             load_end = time.monotonic()
-            send_wall, _ = sending.result()
+            send = sending.result()
             send_end = time.monotonic()
     finally:
         server.terminate()
         server.wait(20)
         log.close()
     counts = recorded(served)
-    overlap = min(load_end, send_end) - began
-    if n % 2 == 1:
-        base = baseline(folder, prepared, sink, n)
+    remove(db)
+    if served != db:
+        remove(served)
     return {
-        "baseline": base,
-        "loaded": LETTERS / send_wall,
+        "send": send,
         "rate": result.rate,
         "p50": result.percentile(50) * 1000,
         "p99": result.percentile(99) * 1000,
         "max": max(result.latencies) * 1000,
         "errors": result.errors,
         "requests": len(result.latencies),
-        "overlap": overlap,
-        "send_wall": send_wall,
+        "overlap": min(load_end, send_end) - began,
         "server_cpu": server_cpu,
         "load_cpu": load_cpu,
-        "load_wall": result.wall,
         **counts,
     }
 
 
-def render(rounds: list[dict[str, Any]], load_avg: str) -> str:
+def run_rounds(
+    folder: Path, prepared: Path, tokens: list[str], sink: int, rounds: int, baseline: str | None
+) -> tuple[list[Send], list[dict[str, Any]]]:
+    """Sends alone and loaded, interleaved: alone, loaded, alone, loaded, ..., alone. Each loaded send
+    is compared with the two sends alone on either side of it (the machine as it was just then). With
+    ``baseline`` the loaded rounds alternate between that checkout's server and this one's."""
+    sends = [alone(folder, prepared, sink, 0)]
+    results = []
+    for n in range(1, rounds + 1):
+        variant = baseline if baseline and n % 2 == 0 else None
+        result = loaded(folder, prepared, tokens, sink, n, variant)
+        result["code"] = "baseline" if variant else "this"
+        result["load_average"] = load_average()
+        sends.append(alone(folder, prepared, sink, n))
+        before, after = sends[-2], sends[-1]
+        result["alone"] = (before, after)
+        result["ratio"] = result["send"].rate / statistics.mean((before.rate, after.rate))
+        result["cpu_ratio"] = result["send"].cpu / statistics.mean((before.cpu, after.cpu))
+        print({k: v for k, v in result.items()}, flush=True)
+        results.append(result)
+    return sends, results
+
+
+def render(results: list[dict[str, Any]], load_start: float, load_end: float) -> str:
     lines = [
-        "## Web",
+        f"{OPT_OUTS:,} one-click POSTs from {CLIENTS} clients while `outreach send` sends {LETTERS:,}"
+        f" letters; load average {load_start:.1f} at the start, {load_end:.1f} at the end (2 cores).",
         "",
-        f"`flock /tmp/bench.lock .venv/bin/python bench/web_bench.py --rounds {len(rounds)}"
-        + (f" --nice {NICE}" if NICE else "")
-        + (" --separate-db" if SEPARATE_DB else "")
-        + "`:",
-        f"{OPT_OUTS:,} RFC 8058 one-click POSTs from {CLIENTS} concurrent keep-alive clients to",
-        f"`outreach serve` while `outreach send` sends {LETTERS:,} letters to smtp-sink on the same SQLite",
-        "database; 2,000 of the recipients unsubscribe (from an earlier letter's token). Load average at",
-        "the start:",
-        f"{load_avg} (2 cores, shared with the other engineers' work).",
-        "",
-        "| round | requests/s | p50 ms | p99 ms | max ms | errors | opt-outs recorded (events / letters /"
-        " suppressions) | whole send, letters/s: alone / with the load | change | load during send, s |"
-        " CPU s: serve / load generator |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| round | serve | requests/s | p50 ms | p99 ms | max ms | errors | events / letters / suppressions |"
+        " send letters/s: alone before / loaded / alone after | change | send CPU s: alone / loaded |"
+        " CPU s: serve / load generator | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for n, r in enumerate(rounds, 1):
-        change = (r["loaded"] - r["baseline"]) / r["baseline"] * 100 if r["baseline"] else 0.0
+    for n, r in enumerate(results, 1):
+        before, after = r["alone"]
         lines.append(
-            f"| {n} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | {r['errors']} | "
-            f"{r['events']:,} / {r['letters']:,} / {r['suppressions']:,} | {r['baseline']:,.0f} / "
-            f"{r['loaded']:,.0f} | {change:+.1f}% | {r['overlap']:.1f} of {r['send_wall']:.1f} | "
-            f"{r['server_cpu']:.2f} / {r['load_cpu']:.2f} |"
+            f"| {n} | {r['code']} | {r['rate']:,.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
+            f"{r['errors']} | {r['events']:,} / {r['letters']:,} / {r['suppressions']:,} | "
+            f"{before.rate:,.0f} / {r['send'].rate:,.0f} / {after.rate:,.0f} | "
+            f"{(r['ratio'] - 1) * 100:+.1f}% | "
+            f"{statistics.mean((before.cpu, after.cpu)):.2f} / {r['send'].cpu:.2f} | "
+            f"{r['server_cpu']:.2f} / {r['load_cpu']:.2f} | {r['load_average']:.1f} |"
         )
-    if len(rounds) > 1:
-        median = {key: statistics.median(r[key] for r in rounds) for key in ("rate", "p50", "p99", "max")}
-        base = statistics.median(r["baseline"] for r in rounds)
-        loaded = statistics.median(r["loaded"] for r in rounds)
+    for code in ("this", "baseline"):
+        mine = [r for r in results if r["code"] == code]
+        if not mine:
+            continue
+        ratios = [r["ratio"] for r in mine]
+        median = {key: statistics.median(r[key] for r in mine) for key in ("rate", "p50", "p99", "max")}
+        cpu = {
+            key: statistics.median(r[key] for r in mine) for key in ("server_cpu", "load_cpu", "cpu_ratio")
+        }
         lines.append(
-            f"| median | {median['rate']:,.0f} | {median['p50']:.1f} | {median['p99']:.1f} | "
-            f"{median['max']:.1f} | {sum(r['errors'] for r in rounds)} | | {base:,.0f} / {loaded:,.0f} | "
-            f"{(loaded - base) / base * 100:+.1f}% | | |"
+            f"| median ({code}, {len(mine)}) | | {median['rate']:,.0f} | {median['p50']:.1f} | "
+            f"{median['p99']:.1f} | {median['max']:.1f} | {sum(r['errors'] for r in mine)} | | | "
+            f"{(statistics.median(ratios) - 1) * 100:+.1f}% (rounds {min(ratios) - 1:+.0%} to "
+            f"{max(ratios) - 1:+.0%}) | {(cpu['cpu_ratio'] - 1) * 100:+.1f}% | "
+            f"{cpu['server_cpu']:.2f} / {cpu['load_cpu']:.2f} | |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_docs(section: str) -> None:
-    path = REPO / "docs" / "performance.md"
-    text = path.read_text(encoding="utf-8")
-    start = text.find("## Web\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end:] if end != -1 else "")
-    path.write_text(text, encoding="utf-8")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--write", action="store_true", help="update docs/performance.md")
+    parser.add_argument("--rounds", type=int, default=4, help="loaded sends (each between two alone)")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another checkout (the previous commit): every other loaded round's server runs its code",
+    )
     parser.add_argument(
         "--in-audience",
         action="store_true",
@@ -374,19 +415,13 @@ def main() -> None:
     args = parser.parse_args()
     global NICE, SEPARATE_DB
     NICE, SEPARATE_DB = args.nice, args.separate_db
-    load_avg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    rounds = []
     with tempfile.TemporaryDirectory(prefix="web-bench-") as tmp, smtp_sink() as sink:
         folder = Path(tmp)
         prepared, tokens = prepare(folder, args.in_audience)
-        for n in range(args.rounds):
-            result = round_trip(folder, prepared, tokens, sink, n)
-            print(result, flush=True)
-            rounds.append(result)
-    section = render(rounds, load_avg)
-    print(section)
-    if args.write:
-        write_docs(section)
+        load_start = load_average()
+        _sends, results = run_rounds(folder, prepared, tokens, sink, args.rounds, args.baseline)
+        load_end = load_average()
+    print(render(results, load_start, load_end))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -621,3 +622,47 @@ def test_one_batch_records_each_choice_once(sent: tuple[WebSite, list[str]]) -> 
         again = opt_out_many(conn, batch)
     assert [o[1].recorded for o in again if o is not None] == [False] * 4
     assert len(events(site.engine, EventKind.OPT_OUT)) == 3
+
+
+def test_both_one_click_encodings_answer_the_same_page(sent: tuple[WebSite, list[str]]) -> None:
+    """A form-urlencoded one-click POST is answered in front of the app (outreach/web/public/oneclick.py),
+    a multipart one by the app itself: the same page, the same headers, the same single record."""
+    site, addresses = sent
+    url = site.letter(addresses[0]).unsubscribe_url
+    by_app = httpx.post(url, files={"List-Unsubscribe": (None, "One-Click")})
+    in_front = httpx.post(url, data=ONE_CLICK)
+    assert by_app.status_code == in_front.status_code == 200
+    assert in_front.text == by_app.text
+    assert mask_email(addresses[0]) in in_front.text and site.letter(addresses[0]).token in in_front.text
+    assert {k: v for k, v in in_front.headers.items() if k != "date"} == {
+        k: v for k, v in by_app.headers.items() if k != "date"
+    }
+    assert len(events(site.engine, EventKind.OPT_OUT)) == 1
+    # A second letter: a page of the same campaign from the one rendered before, with its own address.
+    other = httpx.post(site.letter(addresses[1]).unsubscribe_url, data=ONE_CLICK)
+    assert mask_email(addresses[1]) in other.text and mask_email(addresses[0]) not in other.text
+    assert (
+        other.text
+        == httpx.post(
+            site.letter(addresses[1]).unsubscribe_url, files={"List-Unsubscribe": (None, "One-Click")}
+        ).text
+    )
+
+
+def test_a_database_failure_during_a_one_click_post_is_a_500_page(
+    sent: tuple[WebSite, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    site, addresses = sent
+    with site.engine.begin() as conn:  # the opt-out cannot be recorded: its table is gone
+        conn.exec_driver_sql("DROP TABLE event")
+    with caplog.at_level(logging.INFO, logger="outreach.web"):
+        response = httpx.post(site.letter(addresses[0]).unsubscribe_url, data=ONE_CLICK)
+    assert response.status_code == 500
+    assert "Er ging iets mis" in response.text
+    assert "Traceback" not in response.text and "event" not in response.text.split("<main")[1]
+    assert response.headers["content-security-policy"] == DEFAULT_CSP
+    assert response.headers["cache-control"] == "no-store"
+    assert suppression(site.engine, addresses[0]) is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "outreach.web.access"]
+    assert any(line.startswith("POST /afmelden/{token} 500 ") for line in lines), lines
+    assert not any(site.letter(addresses[0]).token in r.getMessage() for r in caplog.records)

@@ -27,15 +27,18 @@ def create_app(
     access_logger: str = ACCESS_LOG,
     lifespan: Any = None,
     state: dict[str, Any] | None = None,
+    first: Sequence[Middleware] = (),
 ) -> Starlette:
     """An app serving ``routes`` plus ``/static`` (the shared CSS), with security headers, a request-size
     limit, an access log without paths, and error pages. ``app.state.pages`` / ``.security`` hold the
-    renderer and header policy; ``state`` adds more (a database engine, settings)."""
+    renderer and header policy; ``state`` adds more (a database engine, settings). ``first``: middleware
+    outside the shared ones, such as a fast path that does their work itself for one kind of request."""
     pages = pages or Pages()
     security = security or SecurityHeaders()
     app = Starlette(
         routes=[*routes, Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static")],
         middleware=[
+            *first,
             Middleware(AccessLogMiddleware, logger=access_logger),
             Middleware(SecurityHeadersMiddleware, headers=security),
             Middleware(BodyLimitMiddleware, max_bytes=max_body_bytes),

@@ -66,10 +66,14 @@ def client_address(request: Request, trusted_proxies: tuple[IpNetwork, ...] = ()
     proxy, and then the right-most address that is not itself a trusted proxy is the client (anything to
     its left was written by the client and can be forged)."""
     peer = request.client.host if request.client else "unknown"
+    return forwarded_client(peer, request.headers.getlist("x-forwarded-for"), trusted_proxies)
+
+
+def forwarded_client(peer: str, forwarded: Iterable[str], trusted_proxies: tuple[IpNetwork, ...]) -> str:
+    """``client_address`` from the peer's address and the X-Forwarded-For header lines, in order."""
     if not trusted_proxies or not _in(peer, trusted_proxies):
         return peer
-    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
-    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+    for hop in reversed([h.strip() for h in ",".join(forwarded).split(",") if h.strip()]):
         if not _in(hop, trusted_proxies):
             return hop
     return peer

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -27,9 +28,10 @@ from outreach.letters.campaign import CampaignConfig
 from outreach.letters.campaign_file import load_campaign
 from outreach.letters.ids import is_token
 from outreach.web.app import create_app
-from outreach.web.limits import RateLimiter, client_address, parse_networks
+from outreach.web.limits import DEFAULT_MAX_BODY, RateLimiter, client_address, parse_networks
 from outreach.web.pages import Pages
 from outreach.web.public import store, texts
+from outreach.web.public.oneclick import OneClickMiddleware, UnsubscribedPage
 from outreach.web.public.writer import OptOutWriter
 from outreach.web.security import SecurityHeaders
 
@@ -233,6 +235,17 @@ def build_public_app(engine: Engine, settings: Settings) -> Starlette:
     ]
     site = PublicSite(engine, settings)
     pages = Pages([TEMPLATES], globals={"site_name": ORGANISATION})
+    security = SecurityHeaders.for_base_url(settings.web_base_url)
+    one_click = Middleware(
+        OneClickMiddleware,
+        limiter=site.limiter,
+        proxies=site.proxies,
+        writer=site.writer,
+        page=UnsubscribedPage(pages, partial(_context, site)),
+        security=security,
+        headers=PRIVATE,
+        max_body_bytes=DEFAULT_MAX_BODY,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -248,6 +261,7 @@ def build_public_app(engine: Engine, settings: Settings) -> Starlette:
         routes,
         lifespan=lifespan,
         pages=pages,
-        security=SecurityHeaders.for_base_url(settings.web_base_url),
+        security=security,
         state={"site": site},
+        first=[one_click],
     )

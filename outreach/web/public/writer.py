@@ -14,6 +14,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, event
@@ -111,22 +112,30 @@ class OptOutWriter:
                 )
         except Exception as exc:  # the database failed: every request of the batch gets the 500 page
             log.error("recording %d opt-out(s) failed: %s", len(batch), type(exc).__name__)
-            for request in batch:
-                request.loop.call_soon_threadsafe(_fail, request.future, exc)
+            _wake(batch, [exc] * len(batch))
             return
-        for request, outcome in zip(batch, outcomes, strict=True):
-            request.loop.call_soon_threadsafe(_resolve, request.future, outcome)
+        _wake(batch, outcomes)
 
 
 def _no_autocheckpoint(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
 
-def _resolve(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
-    if not future.done():  # the client may have gone away; what it asked for is recorded anyway
-        future.set_result(outcome)
+def _wake(batch: list[_Request], results: Sequence[Outcome | Exception]) -> None:
+    """Hand each request its result on its event loop: one wake-up of each loop per batch, not per
+    request (each call_soon_threadsafe writes to the loop's self-pipe)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Outcome], Outcome | Exception]]] = {}
+    for request, result in zip(batch, results, strict=True):
+        by_loop.setdefault(request.loop, []).append((request.future, result))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle, settled)
 
 
-def _fail(future: asyncio.Future[Outcome], exc: Exception) -> None:
-    if not future.done():
-        future.set_exception(exc)
+def _settle(settled: list[tuple[asyncio.Future[Outcome], Outcome | Exception]]) -> None:
+    for future, result in settled:
+        if future.done():  # the client went away; what it asked for is recorded anyway
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
