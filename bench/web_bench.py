@@ -331,6 +331,36 @@ def loaded(
     }
 
 
+def serve_only(folder: Path, prepared: Path, tokens: list[str], n: int, pythonpath: str | None) -> float:
+    """CPU milliseconds of `outreach serve` per one-click POST: the 2,000 POSTs without a send."""
+    db = folder / f"serve-only-{n}.db"
+    shutil.copy(prepared, db)
+    env = send_env(f"sqlite:///{db}", folder / "letters", 25)
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    env["OUTREACH_WEB_TRUSTED_PROXIES"] = "127.0.0.1"
+    env["OUTREACH_WEB_BASE_URL"] = "https://post.example.nl"
+    port = free_port()
+    log = (folder / f"serve-only-{n}.log").open("w")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "outreach"), "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    try:
+        wait_port(port, 20)
+        before = cpu_seconds(server.pid)
+        result = asyncio.run(load(port, tokens))
+        cpu = cpu_seconds(server.pid) - before
+    finally:
+        server.terminate()
+        server.wait(20)
+        log.close()
+    counts = recorded(db)
+    remove(db)
+    assert result.errors == 0 and counts["events"] == counts["suppressions"] == len(tokens), counts
+    return cpu / len(tokens) * 1000
+
+
 def run_rounds(
     folder: Path, prepared: Path, tokens: list[str], sink: int, rounds: int, baseline: str | None
 ) -> tuple[list[Send], list[dict[str, Any]]]:
@@ -404,6 +434,11 @@ def main() -> None:
         help="another checkout (the previous commit): every other loaded round's server runs its code",
     )
     parser.add_argument(
+        "--serve-only",
+        action="store_true",
+        help="only the CPU of `outreach serve` per POST, without a send (with --baseline: alternating)",
+    )
+    parser.add_argument(
         "--in-audience",
         action="store_true",
         help="the 2,000 who unsubscribe are recipients of the running send (their letters are skipped)",
@@ -419,6 +454,17 @@ def main() -> None:
         folder = Path(tmp)
         prepared, tokens = prepare(folder, args.in_audience)
         load_start = load_average()
+        if args.serve_only:
+            for n in range(args.rounds):
+                for code, path in (("this", None), (args.baseline, args.baseline)):
+                    if code is not None:
+                        ms = serve_only(folder, prepared, tokens, n, path)
+                        print(
+                            f"{code}: {ms:.3f} ms CPU per POST (load average {load_average():.1f})",
+                            flush=True,
+                        )
+            print(f"load average {load_start:.1f} at the start, {load_average():.1f} at the end")
+            return
         _sends, results = run_rounds(folder, prepared, tokens, sink, args.rounds, args.baseline)
         load_end = load_average()
     print(render(results, load_start, load_end))
