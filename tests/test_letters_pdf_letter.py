@@ -127,6 +127,30 @@ def test_the_reference_block_carries_kenmerk_date_and_subject(wethouder_pdf: byt
     assert "Een afschrift van deze brief sturen wij aan de griffie van Utrecht." in text
 
 
+@pytest.mark.parametrize("which", ["wethouder", "griffie"])
+def test_the_reference_block_is_two_columns(which: str, request: pytest.FixtureRequest) -> None:
+    """Labels left, each value on its label's line in one column to the right of every label (the block
+    is a list with a fixed indent, brief.css): no label runs into its value, no value wraps."""
+    data: bytes = request.getfixturevalue(f"{which}_pdf")
+    with pdfplumber.open(io.BytesIO(data)) as pdf:
+        words = pdf.pages[0].extract_words(extra_attrs=["fontname"])
+    labels: dict[str, list[dict[str, Any]]] = {"Ons kenmerk": [], "Datum": [], "Onderwerp": []}
+    for word in words:
+        for label in labels:
+            if word["text"] in label.split() and "Semi" in word["fontname"]:
+                labels[label].append(word)
+    assert all(labels.values()), labels
+    label_right = max(w["x1"] for found in labels.values() for w in found)
+    starts = []
+    for found in labels.values():
+        top = found[0]["top"]
+        row = [w for w in words if abs(w["top"] - top) < 1 and "Semi" not in w["fontname"]]
+        assert row, f"no value beside {found[0]['text']}"
+        starts.append(min(w["x0"] for w in row))
+        assert label_right + 5 * MM < starts[-1]  # the 6 mm between the columns
+    assert max(starts) - min(starts) < 0.01 and abs(starts[0] / MM - (25 + 26.5305)) < 0.05, starts
+
+
 def test_fonts_are_embedded_and_are_the_shipped_open_sans(wethouder_pdf: bytes) -> None:
     reader = PdfReader(io.BytesIO(wethouder_pdf))
     fonts = {}
