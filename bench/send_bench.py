@@ -690,6 +690,7 @@ def main() -> None:
         help="--baseline: its sender through the fault scenarios too, interleaved over --pairs rounds "
         "(then the loopback comparison runs only with `loopback` in --only)",
     )
+    parser.add_argument("--no-mailmerge", action="store_true", help="leave mailmerge out (it is slow)")
     parser.add_argument("--fault-rates", default="4,10", help="percentages of failing commands")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -714,10 +715,7 @@ def main() -> None:
             return
 
         loop_name = "loopback, smtp-sink"
-        with (
-            contextlib.nullcontext() if "loopback" in only else contextlib.suppress(_Skip),
-            smtp_sink() as port,
-        ):
+        with contextlib.suppress(_Skip), smtp_sink() as port:
             if "loopback" not in only:
                 raise _Skip
             wall, cpu, rss, _ = timed(
@@ -756,6 +754,8 @@ def main() -> None:
                     + send_rate(out),
                 )
             )
+            if args.no_mailmerge:
+                raise _Skip
             cmd = mailmerge_files(folder, args.count, port, None)
             wall, cpu, rss, _ = timed(cmd)
             results.append(
@@ -769,20 +769,32 @@ def main() -> None:
         )
         rtt_folder = folder if rtt_db is prepared else folder / "rtt"
 
+        # With --baseline, the previous commit's sender runs each of these scenarios too, just before
+        # this one, against the same server.
+        checkouts: list[tuple[str, str | None]] = (
+            [("outreach send, previous commit", args.baseline), ("outreach send, this commit", None)]
+            if args.baseline
+            else [("outreach send", None)]
+        )
+
         def outreach_at_rtt(name: str, port: int, ca_file: Path) -> None:
-            wall, cpu, rss, out = run_outreach(
-                rtt_folder, rtt_db, port, concurrency=args.rtt_concurrency, tls="starttls", ca=ca_file
-            )
-            results.append(
-                Result(name, "outreach send", args.rtt_count, wall, cpu, rss,
-                       f"--concurrency {args.rtt_concurrency}; " + send_rate(out))
-            )  # fmt: skip
+            for tool, path in checkouts:
+                wall, cpu, rss, out = run_outreach(
+                    rtt_folder, rtt_db, port, concurrency=args.rtt_concurrency, tls="starttls", ca=ca_file,
+                    pythonpath=path,
+                )  # fmt: skip
+                results.append(
+                    Result(name, tool, args.rtt_count, wall, cpu, rss,
+                           f"--concurrency {args.rtt_concurrency}; " + send_rate(out))
+                )  # fmt: skip
 
         rtt_name = "10 ms RTT, STARTTLS + AUTH, aiosmtpd"
         with contextlib.suppress(_Skip), tls_sink_behind_delay(folder, 0.005) as (port, ca_file):
             if not args.rtt_count:
                 raise _Skip
             outreach_at_rtt(rtt_name, port, ca_file)
+            if args.no_mailmerge:
+                raise _Skip
             cmd = mailmerge_files(folder, args.mailmerge_rtt_count, port, "STARTTLS")
             wall, cpu, rss, _ = timed(cmd, stdin="geheim\n")
             count = args.mailmerge_rtt_count
@@ -802,13 +814,14 @@ def main() -> None:
 
         if args.large:
             large = prepare(folder / "large", 100_000)
-            with smtp_sink() as port:
-                wall, cpu, rss, out = run_outreach(
-                    folder / "large", large, port, concurrency=args.concurrency
+            for tool, path in checkouts:
+                with smtp_sink() as port:
+                    wall, cpu, rss, out = run_outreach(
+                        folder / "large", large, port, concurrency=args.concurrency, pythonpath=path
+                    )
+                results.append(
+                    Result("100,000 letters, smtp-sink", tool, 100_000, wall, cpu, rss, send_rate(out))
                 )
-            results.append(
-                Result("100,000 letters, smtp-sink", "outreach send", 100_000, wall, cpu, rss, send_rate(out))
-            )
 
     table = render(results)
     print(table)
