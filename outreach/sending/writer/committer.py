@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from outreach.models import DeliveryState
 from outreach.sending.claim import ClaimedRow
@@ -31,6 +31,26 @@ class Transition:
     # The try failed for the destination as a whole (down, throttling us): it does not count towards the
     # letter's maximum, so the ``attempts`` its ``sending`` mark added is taken back.
     uncount: bool = False
+
+    def parameters(
+        self, worker: str, lease_until: Any, now: Any, stamp: Callable[[datetime | None], Any] = lambda v: v
+    ) -> tuple[Any, ...]:
+        """The values of both backends' transition UPDATE, in its order (SET state, last_code, last_error,
+        next_attempt_at, sent_at, claimed_by, lease_until, updated_at, attempts - uncount; WHERE id,
+        claimed_by). ``stamp`` converts a time for a driver that wants another form."""
+        return (
+            self.state,
+            self.code,
+            self.error,
+            stamp(self.next_attempt_at),
+            stamp(self.sent_at),
+            worker if self.keep_claim else None,
+            lease_until if self.keep_claim else None,
+            now,
+            1 if self.uncount else 0,
+            self.delivery_id,
+            worker,
+        )
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,9 @@ class PostgresCommitter:
             # A delivery's outcome and its next ``sending`` mark in one group (a retry without delay):
             # the outcome first, in one transaction with the marks.
             async with conn.transaction(), conn.cursor() as cursor:
-                await cursor.executemany(_TRANSITION, self._transition_rows(transitions, lease_until, now))
+                await cursor.executemany(
+                    _TRANSITION, [t.parameters(scope.worker, lease_until, now) for t in transitions]
+                )
                 await cursor.execute(_mark_sending(len(sending)), (lease_until, now, scope.worker, *sending))
                 return {row[0] for row in await cursor.fetchall()}
         except BaseException:
@@ -190,27 +192,6 @@ class PostgresCommitter:
             "now": now,
             "sending": list(sending),
         }
-
-    def _transition_rows(
-        self, transitions: Sequence[Transition], lease_until: datetime, now: datetime
-    ) -> list[tuple[Any, ...]]:
-        worker = self._scope.worker
-        return [
-            (
-                t.state,
-                t.code,
-                t.error,
-                t.next_attempt_at,
-                t.sent_at,
-                worker if t.keep_claim else None,
-                lease_until if t.keep_claim else None,
-                now,
-                1 if t.uncount else 0,
-                t.delivery_id,
-                worker,
-            )
-            for t in transitions
-        ]
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None:

@@ -180,22 +180,7 @@ class SqliteCommitter:
                     if transitions:
                         cursor.executemany(
                             _TRANSITION,
-                            [
-                                (
-                                    t.state,
-                                    t.code,
-                                    t.error,
-                                    stamp(t.next_attempt_at),
-                                    stamp(t.sent_at),
-                                    worker if t.keep_claim else None,
-                                    lease_value if t.keep_claim else None,
-                                    now_value,
-                                    1 if t.uncount else 0,
-                                    t.delivery_id,
-                                    worker,
-                                )
-                                for t in transitions
-                            ],
+                            [t.parameters(worker, lease_value, now_value, stamp) for t in transitions],
                         )
                     if sending:
                         cursor.execute(
