@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -593,9 +594,32 @@ def test_concurrent_posts_are_recorded_once_each(web_site: WebSite) -> None:
     assert sorted(tuple(r) for r in reasons) == [("opt-out", "web")] * 20
 
 
-def test_one_batch_records_each_choice_once(sent: tuple[WebSite, list[str]]) -> None:
-    """The writer's batch: duplicates within it, both scopes, an unknown token, in one transaction."""
-    from outreach.web.public.store import OptOutRequest, opt_out_many
+def _opt_out_batch(engine: Engine, statements: str, batch: list[Any], now: datetime) -> list[Any]:
+    """``opt_out_many`` in a transaction of its own: SQLAlchemy Core, or the driver's SQL (the writer's
+    path on SQLite, outreach/web/public/sqlite_batch.py)."""
+    from outreach.db import sqlite_transaction
+    from outreach.web.public.sqlite_batch import DriverStatements
+    from outreach.web.public.store import opt_out_many
+
+    if statements == "core":
+        with engine.begin() as conn:
+            return opt_out_many(conn, batch, now=now)
+    stamp = DELIVERY.c.updated_at.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+    parse = CONTACT.c.opted_in_at.type.dialect_impl(engine.dialect).result_processor(engine.dialect, None)
+    raw = engine.raw_connection()
+    try:
+        driver: Any = raw.driver_connection
+        with sqlite_transaction(driver):
+            return opt_out_many(DriverStatements(driver, stamp, parse), batch, now=now)
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize("statements", ["core", "driver"])
+def test_one_batch_records_each_choice_once(sent: tuple[WebSite, list[str]], statements: str) -> None:
+    """The writer's batch: duplicates within it, both scopes, an unknown token, in one transaction; by
+    SQLAlchemy Core (PostgreSQL's path) and by the driver's own SQL (SQLite's), with the same result."""
+    from outreach.web.public.store import SKIP_CAMPAIGN, OptOutRequest, find_letters
 
     site, addresses = sent
     one, two = (site.letter(a).token for a in addresses[:2])
@@ -606,8 +630,17 @@ def test_one_batch_records_each_choice_once(sent: tuple[WebSite, list[str]]) -> 
         OptOutRequest("aaaaaaaaaaaaaaaa", "all"),
         OptOutRequest(one, "campaign"),
     ]
-    with site.engine.begin() as conn:
-        outcomes = opt_out_many(conn, batch)
+    opted_in = datetime(2026, 11, 3, 9, 15, 0, 250000)
+    with site.engine.begin() as conn:  # two unsent letters, which the opt-outs must stop; one opt-in
+        conn.execute(
+            update(DELIVERY).where(DELIVERY.c.token.in_([one, two])).values(state="pending", sent_at=None)
+        )
+        conn.execute(update(CONTACT).where(CONTACT.c.email == addresses[0]).values(opted_in_at=opted_in))
+    with site.engine.connect() as conn:
+        expected = find_letters(conn, [one])[one]  # as SQLAlchemy reads it
+    assert expected.opted_in_at == opted_in
+    now = datetime(2026, 12, 2, 6, 30, 15, 123456)
+    outcomes = _opt_out_batch(site.engine, statements, batch, now)
     assert [None if o is None else (o[1].recorded, o[1].suppressed) for o in outcomes] == [
         (True, True),
         (False, False),
@@ -615,11 +648,26 @@ def test_one_batch_records_each_choice_once(sent: tuple[WebSite, list[str]]) -> 
         None,
         (True, False),
     ]
-    assert len(events(site.engine, EventKind.OPT_OUT)) == 3
+    assert outcomes[0] is not None and outcomes[0][0] == expected
+    recorded = events(site.engine, EventKind.OPT_OUT)
+    assert len(recorded) == 3
+    assert {(e.occurred_at, e.recorded_at, e.source) for e in recorded} == {(now, now, "web")}
+    assert sorted(e.text for e in recorded) == [
+        "afgemeld via one-click (List-Unsubscribe-Post): alle post",
+        "afgemeld via webpagina: alleen campagne eerste",
+        "afgemeld via webpagina: alleen campagne eerste",
+    ]
     assert suppression(site.engine, addresses[0]).reason == "opt-out"
+    assert suppression(site.engine, addresses[0]).created_at == now
     assert suppression(site.engine, addresses[1]) is None
-    with site.engine.begin() as conn:  # the same batch again: nothing new
-        again = opt_out_many(conn, batch)
+    with site.engine.connect() as conn:
+        letters = dict(
+            conn.execute(
+                select(DELIVERY.c.token, DELIVERY.c.skip_reason).where(DELIVERY.c.token.in_([one, two]))
+            ).all()
+        )
+    assert letters == {one: "suppressed: opt-out", two: SKIP_CAMPAIGN}
+    again = _opt_out_batch(site.engine, statements, batch, now)  # the same batch again: nothing new
     assert [o[1].recorded for o in again if o is not None] == [False] * 4
     assert len(events(site.engine, EventKind.OPT_OUT)) == 3
 

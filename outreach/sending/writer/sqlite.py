@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import lru_cache
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from outreach.db import sqlite_transaction
 from outreach.models import DeliveryState
 from outreach.sending.claim import CLAIMABLE, DELIVERY, ClaimedRow, claim, release_claims
 from outreach.sending.writer.committer import Scope, Transition
@@ -65,21 +66,6 @@ def _is_busy(exc: BaseException) -> bool:
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     code = getattr(orig, "sqlite_errorcode", None)
     return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-
-
-@contextlib.contextmanager
-def _transaction(raw: Any) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on the pysqlite connection (in autocommit
-    mode: outreach.db sets ``isolation_level = None``). Through SQLAlchemy (its begin event, an execution
-    context for the BEGIN, the commit) they cost a tenth of the event loop's time per letter (py-spy,
-    100,000 letters), more than the two statements themselves."""
-    raw.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        raw.rollback()
-        raise
-    raw.commit()
 
 
 class WalCheckpointer:
@@ -172,7 +158,7 @@ class SqliteCommitter:
         marked: set[int] = set()
         conn = self._connection()
         try:
-            with _transaction(conn.connection.driver_connection):
+            with sqlite_transaction(conn.connection.driver_connection):  # type: ignore[arg-type]
                 # The DB-API cursor itself: even exec_driver_sql cost SQLAlchemy more per group commit
                 # than the database's own work (py-spy).
                 cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]

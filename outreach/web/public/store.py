@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, Engine, and_, create_engine, select, update
 
@@ -111,9 +111,14 @@ def _letter(row: Any, suppression: str | None = None, campaign_opt_out: bool = F
     )
 
 
+def wanted_tokens(tokens: Sequence[str]) -> list[str]:
+    """The tokens worth looking up: lowercased, well-formed, each once."""
+    return sorted({t.lower() for t in tokens if is_token(t.lower())})
+
+
 def find_letters(conn: Connection, tokens: Sequence[str]) -> dict[str, Letter]:
     """The letters behind these tokens (lowercased), in one query; without suppression or earlier choice."""
-    wanted = sorted({t.lower() for t in tokens if is_token(t.lower())})
+    wanted = wanted_tokens(tokens)
     if not wanted:
         return {}
     rows = conn.execute(_letters_select().where(DELIVERY.c.token.in_(wanted)))
@@ -170,8 +175,59 @@ class OptOutRequest:
     one_click: bool = False
 
 
+class BatchStatements(Protocol):
+    """The four statements of a batch of opt-outs, in the caller's transaction: ``CoreStatements`` on any
+    database, ``sqlite_batch.DriverStatements`` on SQLite (the same SQL, by the driver)."""
+
+    def letters(self, tokens: Sequence[str]) -> dict[str, Letter]:
+        """The letters behind these tokens (lowercased, checked), without suppression or earlier choice."""
+
+    def add_events(self, rows: list[dict[str, Any]]) -> set[str]:
+        """INSERT the events, a choice recorded before (its dedupe_key) skipped: the dedupe_keys added."""
+
+    def add_suppressions(self, rows: list[dict[str, Any]]) -> set[str]:
+        """INSERT the suppressions, an address suppressed before skipped: the email_keys added."""
+
+    def skip(
+        self, keys: list[str], campaign_id: int | None, states: list[str], reason: str, now: datetime
+    ) -> None:
+        """Letters to these addresses (in this campaign) in these states will not go out."""
+
+
+class CoreStatements:
+    """``BatchStatements`` as SQLAlchemy Core statements on a connection (PostgreSQL and SQLite)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def letters(self, tokens: Sequence[str]) -> dict[str, Letter]:
+        return find_letters(self.conn, tokens)
+
+    def add_events(self, rows: list[dict[str, Any]]) -> set[str]:
+        return {str(key) for key in self.conn.execute(_inserts(self.conn.engine)[0], rows).scalars()}
+
+    def add_suppressions(self, rows: list[dict[str, Any]]) -> set[str]:
+        return {str(key) for key in self.conn.execute(_inserts(self.conn.engine)[1], rows).scalars()}
+
+    def skip(
+        self, keys: list[str], campaign_id: int | None, states: list[str], reason: str, now: datetime
+    ) -> None:
+        contacts = select(CONTACT.c.id).where(CONTACT.c.email_key.in_(keys)).scalar_subquery()
+        stmt = update(DELIVERY).where(DELIVERY.c.contact_id.in_(contacts)).where(DELIVERY.c.state.in_(states))
+        if campaign_id is not None:
+            stmt = stmt.where(DELIVERY.c.campaign_id == campaign_id)
+        self.conn.execute(
+            stmt.values(
+                state=DeliveryState.SKIPPED.value, skip_reason=reason, next_attempt_at=None, updated_at=now
+            )
+        )
+
+
 def opt_out_many(
-    conn: Connection, requests: Sequence[OptOutRequest], *, now: datetime | None = None
+    statements: BatchStatements | Connection,
+    requests: Sequence[OptOutRequest],
+    *,
+    now: datetime | None = None,
 ) -> list[tuple[Letter, OptOutResult] | None]:
     """Record a batch of opt-outs in the caller's transaction, with a handful of statements whatever its
     size (the writer's group commit): one SELECT of the letters, one INSERT of the events, one of the
@@ -180,8 +236,9 @@ def opt_out_many(
     campaign, as the tracker does; ``campaign`` skips that campaign's unsent letters only. An erased
     person has nothing left to opt out of: nothing is recorded. A choice recorded before (a repeated
     POST, or the same one twice in the batch) is not recorded again."""
+    db = CoreStatements(statements) if isinstance(statements, Connection) else statements
     now = now or utcnow()
-    letters = find_letters(conn, [r.token for r in requests])
+    letters = db.letters([r.token for r in requests])
     events: dict[str, dict[str, Any]] = {}
     meta: dict[str, tuple[str, Scope]] = {}  # dedupe_key -> (address, scope)
     for request in requests:
@@ -193,11 +250,7 @@ def opt_out_many(
         values = _event(letter, EventKind.OPT_OUT, request.scope, f"afgemeld via {how}: {what}", now)
         events.setdefault(values["dedupe_key"], values)
         meta[values["dedupe_key"]] = (letter.email_key, request.scope)
-    recorded: set[str] = set()
-    if events:
-        recorded = {
-            str(key) for key in conn.execute(_inserts(conn.engine)[0], list(events.values())).scalars()
-        }
+    recorded = db.add_events(list(events.values())) if events else set()
     everything = sorted({address for k, (address, scope) in meta.items() if k in recorded and scope == "all"})
     suppressed: set[str] = set()
     if everything:
@@ -211,12 +264,11 @@ def opt_out_many(
             }
             for key in everything
         ]
-        suppressed = {str(key) for key in conn.execute(_inserts(conn.engine)[1], rows).scalars()}
-        _skip(conn, everything, None, UNSENT, SKIP_REASONS["opt-out"], now)
+        suppressed = db.add_suppressions(rows)
+        db.skip(everything, None, UNSENT, SKIP_REASONS["opt-out"], now)
     for key, (address, scope) in meta.items():
         if key in recorded and scope == "campaign":
-            campaign = events[key]["campaign_id"]
-            _skip(conn, [address], campaign, CAMPAIGN_UNSENT, SKIP_CAMPAIGN, now)
+            db.skip([address], events[key]["campaign_id"], CAMPAIGN_UNSENT, SKIP_CAMPAIGN, now)
 
     outcomes: list[tuple[Letter, OptOutResult] | None] = []
     first_of: set[str] = set()
@@ -251,21 +303,6 @@ def _inserts(engine: Engine) -> tuple[Any, Any]:
             .returning(SUPPRESSION.c.email_key),
         )
     return _INSERTS[name]
-
-
-def _skip(
-    conn: Connection, keys: list[str], campaign_id: int | None, states: list[str], reason: str, now: datetime
-) -> None:
-    """Letters to these addresses (in this campaign) that have not gone out will not go out."""
-    contacts = select(CONTACT.c.id).where(CONTACT.c.email_key.in_(keys)).scalar_subquery()
-    stmt = update(DELIVERY).where(DELIVERY.c.contact_id.in_(contacts)).where(DELIVERY.c.state.in_(states))
-    if campaign_id is not None:
-        stmt = stmt.where(DELIVERY.c.campaign_id == campaign_id)
-    conn.execute(
-        stmt.values(
-            state=DeliveryState.SKIPPED.value, skip_reason=reason, next_attempt_at=None, updated_at=now
-        )
-    )
 
 
 def record_opt_in(

@@ -16,13 +16,16 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, PoolProxiedConnection, event
 
-from outreach.db import make_engine
+from outreach.db import make_engine, sqlite_transaction
 from outreach.models import utcnow
 from outreach.sending.writer import WalCheckpointer
+from outreach.tracking.events import CONTACT, DELIVERY
 from outreach.web.public import store
+from outreach.web.public.sqlite_batch import DriverStatements
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
@@ -54,6 +57,7 @@ class OptOutWriter:
             self.engine = make_engine(str(engine.url))
             event.listen(self.engine, "connect", _no_autocheckpoint)
             self._checkpointer = WalCheckpointer(str(path))
+        self._driver = _DriverWriter(self.engine) if engine.dialect.name == "sqlite" else None
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -83,16 +87,23 @@ class OptOutWriter:
         return await future
 
     def _run(self) -> None:
+        try:
+            self._batches()
+        finally:
+            if self._driver is not None:
+                self._driver.close()
+
+    def _batches(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
             batch = [first]
             stop = False
-            deadline = time.monotonic() + LINGER
+            time.sleep(LINGER)
             while len(batch) < MAX_BATCH:
                 try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
@@ -105,16 +116,49 @@ class OptOutWriter:
 
     def _write(self, batch: list[_Request]) -> None:
         now = utcnow()
+        requests = [store.OptOutRequest(r.token, r.scope, r.one_click) for r in batch]
         try:
-            with self.engine.begin() as conn:
-                outcomes = store.opt_out_many(
-                    conn, [store.OptOutRequest(r.token, r.scope, r.one_click) for r in batch], now=now
-                )
+            if self._driver is not None:
+                outcomes = self._driver.write(requests, now)
+            else:
+                with self.engine.begin() as conn:
+                    outcomes = store.opt_out_many(conn, requests, now=now)
         except Exception as exc:  # the database failed: every request of the batch gets the 500 page
             log.error("recording %d opt-out(s) failed: %s", len(batch), type(exc).__name__)
             _wake(batch, [exc] * len(batch))
             return
         _wake(batch, outcomes)
+
+
+class _DriverWriter:
+    """The batches on SQLite by the driver's own SQL (sqlite_batch): one connection of the engine's pool
+    for the writer thread's lifetime, taken and given back on that thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        dialect = engine.dialect
+        stamp = DELIVERY.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
+        parse = CONTACT.c.opted_in_at.type.dialect_impl(dialect).result_processor(dialect, None)
+        assert stamp is not None and parse is not None, "SQLite keeps datetimes as text"
+        self.stamp, self.parse = stamp, parse
+        self._conn: PoolProxiedConnection | None = None
+
+    def write(self, requests: list[store.OptOutRequest], now: datetime) -> list[Outcome]:
+        if self._conn is None:
+            self._conn = self.engine.raw_connection()
+        driver: sqlite3.Connection = self._conn.driver_connection  # type: ignore[assignment]
+        try:
+            with sqlite_transaction(driver):
+                return store.opt_out_many(DriverStatements(driver, self.stamp, self.parse), requests, now=now)
+        except Exception:
+            self._conn.invalidate()  # perhaps unusable: the next batch takes a fresh connection
+            self._conn = None
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _no_autocheckpoint(dbapi_conn: sqlite3.Connection, _record: object) -> None:
