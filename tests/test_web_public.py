@@ -598,19 +598,17 @@ def _opt_out_batch(engine: Engine, statements: str, batch: list[Any], now: datet
     """``opt_out_many`` in a transaction of its own: SQLAlchemy Core, or the driver's SQL (the writer's
     path on SQLite, outreach/web/public/sqlite_batch.py)."""
     from outreach.db import sqlite_transaction
-    from outreach.web.public.sqlite_batch import DriverStatements
+    from outreach.web.public.sqlite_batch import DriverStatements, conversions
     from outreach.web.public.store import opt_out_many
 
     if statements == "core":
         with engine.begin() as conn:
             return opt_out_many(conn, batch, now=now)
-    stamp = DELIVERY.c.updated_at.type.dialect_impl(engine.dialect).bind_processor(engine.dialect)
-    parse = CONTACT.c.opted_in_at.type.dialect_impl(engine.dialect).result_processor(engine.dialect, None)
     raw = engine.raw_connection()
     try:
         driver: Any = raw.driver_connection
         with sqlite_transaction(driver):
-            return opt_out_many(DriverStatements(driver, stamp, parse), batch, now=now)
+            return opt_out_many(DriverStatements(driver, conversions(engine.dialect)), batch, now=now)
     finally:
         raw.close()
 

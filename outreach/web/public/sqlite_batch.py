@@ -12,7 +12,9 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
+
+from sqlalchemy import Dialect
 
 from outreach.models import DeliveryState
 from outreach.tracking.events import CAMPAIGN, CONTACT, DELIVERY, EVENT, SUPPRESSION
@@ -64,19 +66,26 @@ def _skip_sql(keys: int, states: int, one_campaign: bool) -> str:
     )
 
 
-class DriverStatements:
-    """``BatchStatements`` on a pysqlite connection inside the caller's transaction. ``stamp`` and
-    ``parse``: SQLAlchemy's conversions of a datetime to the stored text and back."""
+class Conversions(NamedTuple):
+    """SQLAlchemy's conversions of a datetime to the text SQLite stores, and back."""
 
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        stamp: Callable[[datetime], str],
-        parse: Callable[[Any], datetime | None],
-    ) -> None:
+    stamp: Callable[[datetime], str]
+    parse: Callable[[Any], datetime | None]
+
+
+def conversions(dialect: Dialect) -> Conversions:
+    stamp = DELIVERY.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
+    parse = CONTACT.c.opted_in_at.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert stamp is not None and parse is not None, "SQLite keeps datetimes as text"
+    return Conversions(stamp, parse)
+
+
+class DriverStatements:
+    """``BatchStatements`` on a pysqlite connection inside the caller's transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, convert: Conversions) -> None:
         self.conn = conn
-        self.stamp = stamp
-        self.parse = parse
+        self.stamp, self.parse = convert
 
     def letters(self, tokens: Sequence[str]) -> dict[str, Letter]:
         wanted = wanted_tokens(tokens)

@@ -23,9 +23,8 @@ from sqlalchemy import Engine, PoolProxiedConnection, event
 from outreach.db import make_engine, sqlite_transaction
 from outreach.models import utcnow
 from outreach.sending.writer import WalCheckpointer
-from outreach.tracking.events import CONTACT, DELIVERY
 from outreach.web.public import store
-from outreach.web.public.sqlite_batch import DriverStatements
+from outreach.web.public.sqlite_batch import DriverStatements, conversions
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
@@ -136,11 +135,7 @@ class _DriverWriter:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        dialect = engine.dialect
-        stamp = DELIVERY.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
-        parse = CONTACT.c.opted_in_at.type.dialect_impl(dialect).result_processor(dialect, None)
-        assert stamp is not None and parse is not None, "SQLite keeps datetimes as text"
-        self.stamp, self.parse = stamp, parse
+        self.convert = conversions(engine.dialect)
         self._conn: PoolProxiedConnection | None = None
 
     def write(self, requests: list[store.OptOutRequest], now: datetime) -> list[Outcome]:
@@ -149,7 +144,7 @@ class _DriverWriter:
         driver: sqlite3.Connection = self._conn.driver_connection  # type: ignore[assignment]
         try:
             with sqlite_transaction(driver):
-                return store.opt_out_many(DriverStatements(driver, self.stamp, self.parse), requests, now=now)
+                return store.opt_out_many(DriverStatements(driver, self.convert), requests, now=now)
         except Exception:
             self._conn.invalidate()  # perhaps unusable: the next batch takes a fresh connection
             self._conn = None
