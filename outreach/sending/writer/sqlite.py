@@ -21,9 +21,8 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
 
-from outreach.db import sqlite_transaction
+from outreach.db import sqlite_busy, sqlite_transaction
 from outreach.models import DeliveryState
 from outreach.sending.claim import CLAIMABLE, DELIVERY, ClaimedRow, claim, release_claims
 from outreach.sending.writer.committer import Scope, Transition
@@ -34,8 +33,6 @@ _T = TypeVar("_T")
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: SQLite's default ``wal_autocheckpoint``.
 SQLITE_AUTOCHECKPOINT_PAGES = 1000
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
 
 # The two hot statements as plain SQL for the driver's own ``executemany``: compiling a Core ``update()``
 # and binding its parameters row by row cost SQLAlchemy about as much CPU per letter as composing it.
@@ -59,13 +56,6 @@ def _mark_sending(count: int) -> str:
         f"WHERE claimed_by = ? AND state IN ({_CLAIMABLE}) AND id IN ({', '.join(['?'] * count)}) "
         "RETURNING id"
     )
-
-
-def _is_busy(exc: BaseException) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the write lock."""
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    code = getattr(orig, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
 
 
 class WalCheckpointer:
@@ -226,7 +216,7 @@ class SqliteCommitter:
         try:
             return fn(*args)
         except Exception as exc:
-            if not _is_busy(exc):
+            if not sqlite_busy(exc):
                 raise
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._patiently, fn, *args)
 
@@ -249,7 +239,7 @@ class SqliteCommitter:
         return self._conn
 
     def _drop_connection(self, conn: Connection, exc: BaseException) -> None:
-        if _is_busy(exc):
+        if sqlite_busy(exc):
             return  # only another writer in the way; the connection is fine
         # The connection may be unusable; the next transaction takes a fresh one.
         self._conn = None

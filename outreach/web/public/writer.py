@@ -20,7 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, PoolProxiedConnection, event
 
-from outreach.db import make_engine, sqlite_transaction
+from outreach.db import make_engine, sqlite_transaction, while_locked
 from outreach.models import utcnow
 from outreach.sending.writer import WalCheckpointer
 from outreach.web.public import store
@@ -32,6 +32,9 @@ MAX_BATCH = 200
 # however many requests come, so a running send's commits find the write lock free between them instead
 # of sleeping in SQLite's busy handler (which backs off 1, 2, 5, 10... ms).
 LINGER = 0.005
+# How long a batch waits for the write lock (a running send's commits) before its requests get the 500
+# page: outreach.db's busy timeout.
+LOCK_PATIENCE = 30.0
 
 Outcome = tuple[store.Letter, store.OptOutResult] | None
 
@@ -52,9 +55,11 @@ class OptOutWriter:
         path = engine.url.database
         if engine.dialect.name == "sqlite" and path not in (None, "", ":memory:"):
             # As the sender does: the writer's commits never checkpoint the WAL themselves (a commit
-            # that did stalled a whole batch by ~100 ms); a thread of its own checkpoints PASSIVE.
+            # that did stalled a whole batch by ~100 ms); a thread of its own checkpoints PASSIVE. Its
+            # connection does not wait in SQLite's busy handler either: the writer asks for the write
+            # lock itself (outreach.db.while_locked), every half millisecond.
             self.engine = make_engine(str(engine.url))
-            event.listen(self.engine, "connect", _no_autocheckpoint)
+            event.listen(self.engine, "connect", _writer_pragmas)
             self._checkpointer = WalCheckpointer(str(path))
         self._driver = _DriverWriter(self.engine) if engine.dialect.name == "sqlite" else None
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -142,9 +147,13 @@ class _DriverWriter:
         if self._conn is None:
             self._conn = self.engine.raw_connection()
         driver: sqlite3.Connection = self._conn.driver_connection  # type: ignore[assignment]
-        try:
+
+        def transaction() -> list[Outcome]:
             with sqlite_transaction(driver):
                 return store.opt_out_many(DriverStatements(driver, self.convert), requests, now=now)
+
+        try:
+            return while_locked(transaction, patience=LOCK_PATIENCE)
         except Exception:
             self._conn.invalidate()  # perhaps unusable: the next batch takes a fresh connection
             self._conn = None
@@ -156,8 +165,9 @@ class _DriverWriter:
             self._conn = None
 
 
-def _no_autocheckpoint(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+def _writer_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
     dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
 
 
 def _wake(batch: list[_Request], results: Sequence[Outcome | Exception]) -> None:
