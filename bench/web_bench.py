@@ -66,6 +66,7 @@ OPT_OUTS = 2_000
 CLIENTS = 50
 NICE = 0  # --nice: the web server's niceness (the systemd unit's Nice=)
 SEPARATE_DB = False  # --separate-db: the web server writes to a copy (CPU contention only)
+SEND_FROM = ""  # --send-from: every send of the run from another checkout (on PYTHONPATH)
 BODY = b"List-Unsubscribe=One-Click"
 
 
@@ -258,9 +259,12 @@ class Send:
 
 
 def run_send(folder: Path, db: Path, sink: int) -> Send:
-    """``outreach send`` of campaign ``bench`` (always this checkout's code, whatever serves the web)."""
+    """``outreach send`` of campaign ``bench``: this checkout's code (or ``--send-from``'s), whatever
+    serves the web."""
     env = send_env(f"sqlite:///{db}", folder / "letters", sink)
     env.pop("PYTHONPATH", None)
+    if SEND_FROM:
+        env["PYTHONPATH"] = SEND_FROM
     wall, cpu, _rss, _out = timed(send_command(8), env=env)
     return Send(wall, cpu)
 
@@ -470,9 +474,15 @@ def main() -> None:
     parser.add_argument(
         "--separate-db", action="store_true", help="the web server uses a copy of the database (diagnostic)"
     )
+    parser.add_argument(
+        "--send-from",
+        metavar="DIR",
+        default="",
+        help="every `outreach send` of this run from another checkout (the previous commit's sender)",
+    )
     args = parser.parse_args()
-    global NICE, SEPARATE_DB
-    NICE, SEPARATE_DB = args.nice, args.separate_db
+    global NICE, SEPARATE_DB, SEND_FROM
+    NICE, SEPARATE_DB, SEND_FROM = args.nice, args.separate_db, args.send_from
     with tempfile.TemporaryDirectory(prefix="web-bench-") as tmp, smtp_sink() as sink:
         folder = Path(tmp)
         prepared, tokens = prepare(folder, args.in_audience)
