@@ -66,6 +66,7 @@ OPT_OUTS = 2_000
 CLIENTS = 50
 NICE = 0  # --nice: the web server's niceness (the systemd unit's Nice=)
 SEPARATE_DB = False  # --separate-db: the web server writes to a copy (CPU contention only)
+REQUESTS = OPT_OUTS  # --requests: fewer POSTs (the control: a server beside the send, hardly any load)
 SEND_FROM = ""  # --send-from: every send of the run from another checkout (on PYTHONPATH)
 BODY = b"List-Unsubscribe=One-Click"
 
@@ -329,7 +330,7 @@ def loaded(
         def the_load() -> tuple[LoadResult, float, float, float, float]:
             began = time.monotonic()
             cpu_before, own_before = cpu_seconds(server.pid), time.process_time()
-            result = load(port, tokens)
+            result = load(port, tokens[:REQUESTS])
             server_cpu, load_cpu = cpu_seconds(server.pid) - cpu_before, time.process_time() - own_before
             return result, server_cpu, load_cpu, began, time.monotonic()
 
@@ -480,9 +481,12 @@ def main() -> None:
         default="",
         help="every `outreach send` of this run from another checkout (the previous commit's sender)",
     )
+    parser.add_argument(
+        "--requests", type=int, default=OPT_OUTS, help="POSTs per loaded send (the control: 50, one a client)"
+    )
     args = parser.parse_args()
-    global NICE, SEPARATE_DB, SEND_FROM
-    NICE, SEPARATE_DB, SEND_FROM = args.nice, args.separate_db, args.send_from
+    global NICE, SEPARATE_DB, SEND_FROM, REQUESTS
+    NICE, SEPARATE_DB, SEND_FROM, REQUESTS = args.nice, args.separate_db, args.send_from, args.requests
     with tempfile.TemporaryDirectory(prefix="web-bench-") as tmp, smtp_sink() as sink:
         folder = Path(tmp)
         prepared, tokens = prepare(folder, args.in_audience)
