@@ -1,7 +1,7 @@
 """The writer's batch of opt-outs on SQLite as the driver's own SQL (``store.BatchStatements``).
 
 The same four statements as ``store.CoreStatements``; through SQLAlchemy, building, caching and binding
-them cost the writer thread twice what SQLite itself spent on them (docs/performance.md, *Web*), CPU a
+them cost the writer thread four times what SQLite itself spent on them (docs/performance.md, *Web*), CPU a
 running send on the same machine goes without. Datetimes are converted as SQLAlchemy's SQLite type does,
 so both write the same text and read it back alike.
 """
