@@ -224,7 +224,9 @@ def test_opt_in_shows_what_they_receive_and_records_its_proof(sent: tuple[WebSit
     assert "opheffen" not in page.text, "no opt-out to lift"
     response = httpx.post(url, data={"tekst": "2026-1"})
     assert response.status_code == 200 and "Bedankt, u bent aangemeld" in response.text
-    assert httpx.post(url, data={"tekst": "2026-1"}).status_code == 200  # a double click
+    assert "Wij hebben vastgelegd wanneer u zich aanmeldde en welke tekst u zag." in response.text
+    again = httpx.post(url, data={"tekst": "2026-1"})  # a double click: nothing more is recorded
+    assert again.status_code == 200 and "vastgelegd" not in again.text
     [event] = events(site.engine, EventKind.OPT_IN)
     assert event.source == "web" and event.delivery_id is not None and event.campaign_id is not None
     assert "tekst 2026-1" in event.text and "campagne eerste" in event.text
