@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -19,7 +18,7 @@ from outreach.web.app import create_app
 from outreach.web.limits import IpNetwork, RateLimiter, client_address, parse_networks
 from outreach.web.pages import Pages
 from outreach.web.security import DEFAULT_CSP, SecurityHeaders
-from tests.webserver import serve
+from tests.webserver import access_lines, serve
 
 TOKEN = "ABCDEFGHJKMNPQRS"
 LIMITER = RateLimiter(per_minute=60, burst=3)
@@ -162,16 +161,6 @@ def test_head_has_no_body(base_url: str) -> None:
     missing = httpx.head(base_url + "/nergens")
     assert page.status_code == 200 and page.content == b""
     assert missing.status_code == 404 and missing.content == b""
-
-
-def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
-    """The access log lines, waiting for ``count``: the server thread logs just after it answers."""
-    deadline = time.monotonic() + 5
-    while True:
-        lines = [r.getMessage() for r in caplog.records if r.name == "outreach.web.access"]
-        if len(lines) >= count or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.01)
 
 
 def test_access_log_names_the_route_never_the_token(base_url: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -43,3 +44,13 @@ def serve(app: ASGIApp) -> Iterator[str]:
         server.should_exit = True
         thread.join(START_TIMEOUT)
         sock.close()
+
+
+def access_lines(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The access log lines, waiting for ``count``: the server thread logs just after it answers."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [r.getMessage() for r in caplog.records if r.name == "outreach.web.access"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.01)
