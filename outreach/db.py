@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -75,52 +74,6 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
-#: How often ``while_locked`` tries again. SQLite's own busy handler (busy_timeout) sleeps 1, 2, 5, 10, 15,
-#: 20, 25, 25, ... ms between its tries, so a lock another writer held for 3 ms cost the waiter 18 ms, and
-#: a few such in a row over 100 ms (docs/performance.md, *Web*); a try that finds the lock taken costs
-#: microseconds.
-SQLITE_LOCK_POLL = 0.0005
-
-_T = TypeVar("_T")
-
-
-def sqlite_busy(exc: BaseException) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED (also wrapped by SQLAlchemy): another connection holds the write lock."""
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    code = getattr(orig, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
-
-
-def while_locked(transaction: Callable[[], _T], *, patience: float) -> _T:
-    """``transaction()`` (on a connection with busy timeout 0), again every SQLITE_LOCK_POLL seconds
-    while it fails because another connection holds the write lock, for up to ``patience`` seconds."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return transaction()
-        except Exception as exc:
-            if not sqlite_busy(exc) or time.monotonic() >= deadline:
-                raise
-        time.sleep(SQLITE_LOCK_POLL)
-
-
-@contextmanager
-def sqlite_transaction(raw: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``) on a pysqlite connection of ours (in autocommit
-    mode: ``isolation_level = None``, set below), for the hot paths that use the driver directly. Through
-    SQLAlchemy (its begin event, an execution context for the BEGIN, the commit) they cost a tenth of the
-    sender's event loop per letter (py-spy, 100,000 letters), more than its two statements themselves."""
-    raw.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        raw.rollback()
-        raise
-    raw.commit()
 
 
 def sqlite_path(url: str) -> Path | None:

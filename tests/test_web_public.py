@@ -600,7 +600,7 @@ def test_concurrent_posts_are_recorded_once_each(web_site: WebSite) -> None:
 def _opt_out_batch(engine: Engine, statements: str, batch: list[Any], now: datetime) -> list[Any]:
     """``opt_out_many`` in a transaction of its own: SQLAlchemy Core, or the driver's SQL (the writer's
     path on SQLite, outreach/web/public/sqlite_batch.py)."""
-    from outreach.db import sqlite_transaction
+    from outreach.sqlite_lock import sqlite_transaction
     from outreach.web.public.sqlite_batch import DriverStatements, conversions
     from outreach.web.public.store import opt_out_many
 

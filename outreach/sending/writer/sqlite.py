@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from outreach.db import sqlite_busy, sqlite_transaction
 from outreach.models import DeliveryState
 from outreach.sending.claim import CLAIMABLE, DELIVERY, ClaimedRow, claim, release_claims
 from outreach.sending.writer.committer import Scope, Transition
+from outreach.sqlite_lock import sqlite_busy, sqlite_transaction
 
 _T = TypeVar("_T")
 

@@ -20,9 +20,10 @@ from datetime import datetime
 
 from sqlalchemy import Engine, PoolProxiedConnection, event
 
-from outreach.db import make_engine, sqlite_transaction, while_locked
+from outreach.db import make_engine
 from outreach.models import utcnow
 from outreach.sending.writer import WalCheckpointer
+from outreach.sqlite_lock import sqlite_transaction, while_locked
 from outreach.web.public import store
 from outreach.web.public.sqlite_batch import DriverStatements, conversions
 
@@ -57,7 +58,7 @@ class OptOutWriter:
             # As the sender does: the writer's commits never checkpoint the WAL themselves (a commit
             # that did stalled a whole batch by ~100 ms); a thread of its own checkpoints PASSIVE. Its
             # connection does not wait in SQLite's busy handler either: the writer asks for the write
-            # lock itself (outreach.db.while_locked), every half millisecond.
+            # lock itself (outreach.sqlite_lock.while_locked), every half millisecond.
             self.engine = make_engine(str(engine.url))
             event.listen(self.engine, "connect", _writer_pragmas)
             self._checkpointer = WalCheckpointer(str(path))
