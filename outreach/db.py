@@ -25,6 +25,7 @@ from sqlmodel import Session, SQLModel
 from outreach import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from outreach.errors import DatabaseError
 from outreach.migrations import MIGRATIONS
+from outreach.sqlite_driver import SQLITE_BUSY_TIMEOUT_MS
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -58,7 +59,7 @@ def _sqlite_pragmas(read_only: bool) -> Callable[[sqlite3.Connection, Connection
         if not read_only:  # setting the journal mode writes the file header
             cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
     return pragmas

@@ -600,13 +600,13 @@ def test_concurrent_posts_are_recorded_once_each(web_site: WebSite) -> None:
 def _opt_out_batch(engine: Engine, statements: str, batch: list[Any], now: datetime) -> list[Any]:
     """``opt_out_many`` in a transaction of its own: SQLAlchemy Core, or the driver's SQL (the writer's
     path on SQLite, outreach/web/public/sqlite_batch.py)."""
-    from outreach.sqlite_lock import sqlite_transaction
-    from outreach.web.public.sqlite_batch import DriverStatements, conversions
-    from outreach.web.public.store import opt_out_many
+    from outreach.sqlite_driver import conversions, sqlite_transaction
+    from outreach.web.public.sqlite_batch import DriverStatements
+    from outreach.web.public.store import CoreStatements, opt_out_many
 
     if statements == "core":
         with engine.begin() as conn:
-            return opt_out_many(conn, batch, now=now)
+            return opt_out_many(CoreStatements(conn), batch, now=now)
     raw = engine.raw_connection()
     try:
         driver: Any = raw.driver_connection

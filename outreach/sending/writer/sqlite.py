@@ -25,12 +25,10 @@ from sqlalchemy import Connection, Engine
 from outreach.models import DeliveryState
 from outreach.sending.claim import CLAIMABLE, DELIVERY, ClaimedRow, claim, release_claims
 from outreach.sending.writer.committer import Scope, Transition
-from outreach.sqlite_lock import sqlite_busy, sqlite_transaction
+from outreach.sqlite_driver import SQLITE_BUSY_TIMEOUT_MS, conversions, sqlite_busy, sqlite_transaction
 
 _T = TypeVar("_T")
 
-#: How long a transaction moved off the event loop waits for another writer (as outreach.db).
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: SQLite's default ``wal_autocheckpoint``.
 SQLITE_AUTOCHECKPOINT_PAGES = 1000
 
@@ -107,12 +105,8 @@ class SqliteCommitter:
         self._scope = scope
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outreach-writer")
         self._conn: Connection | None = None
-        # SQLite keeps datetimes as text in SQLAlchemy's format; the driver's own statements bypass the
-        # type, so values are converted the way SQLAlchemy would.
-        dialect = engine.dialect
-        self._datetime: Callable[[Any], Any] | None = DELIVERY.c.sent_at.type.dialect_impl(
-            dialect
-        ).bind_processor(dialect)
+        # The driver's own statements bypass the column types: times go as SQLAlchemy would store them.
+        self._stamp = conversions(engine.dialect).stamp
         database = engine.url.database
         self.checkpointer: WalCheckpointer | None = None
         if database not in (None, "", ":memory:") and not database.startswith("file:"):
@@ -204,11 +198,6 @@ class SqliteCommitter:
             )
 
     # ---------------------------------------------------------------------------- the connection
-
-    def _stamp(self, value: datetime | None) -> Any:
-        if value is None or self._datetime is None:
-            return value
-        return self._datetime(value)
 
     async def _execute(self, fn: Callable[..., _T], *args: Any) -> _T:
         """``fn`` (a transaction) right here on the event loop; on the writer's thread, waiting for the

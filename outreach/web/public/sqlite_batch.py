@@ -9,14 +9,13 @@ so both write the same text and read it back alike.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, NamedTuple
-
-from sqlalchemy import Dialect
+from typing import Any
 
 from outreach.models import DeliveryState
+from outreach.sqlite_driver import Conversions
 from outreach.tracking.events import CAMPAIGN, CONTACT, DELIVERY, EVENT, SUPPRESSION
 from outreach.web.public.store import Letter, wanted_tokens
 
@@ -64,20 +63,6 @@ def _skip_sql(keys: int, states: int, one_campaign: bool) -> str:
         f"WHERE contact_id IN (SELECT id FROM {CONTACT.name} WHERE email_key IN ({_marks(keys)})) "
         f"AND state IN ({_marks(states)})" + (" AND campaign_id = ?" if one_campaign else "")
     )
-
-
-class Conversions(NamedTuple):
-    """SQLAlchemy's conversions of a datetime to the text SQLite stores, and back."""
-
-    stamp: Callable[[datetime], str]
-    parse: Callable[[Any], datetime | None]
-
-
-def conversions(dialect: Dialect) -> Conversions:
-    stamp = DELIVERY.c.updated_at.type.dialect_impl(dialect).bind_processor(dialect)
-    parse = CONTACT.c.opted_in_at.type.dialect_impl(dialect).result_processor(dialect, None)
-    assert stamp is not None and parse is not None, "SQLite keeps datetimes as text"
-    return Conversions(stamp, parse)
 
 
 class DriverStatements:

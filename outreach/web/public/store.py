@@ -224,10 +224,7 @@ class CoreStatements:
 
 
 def opt_out_many(
-    statements: BatchStatements | Connection,
-    requests: Sequence[OptOutRequest],
-    *,
-    now: datetime | None = None,
+    db: BatchStatements, requests: Sequence[OptOutRequest], *, now: datetime | None = None
 ) -> list[tuple[Letter, OptOutResult] | None]:
     """Record a batch of opt-outs in the caller's transaction, with a handful of statements whatever its
     size (the writer's group commit): one SELECT of the letters, one INSERT of the events, one of the
@@ -236,7 +233,6 @@ def opt_out_many(
     campaign, as the tracker does; ``campaign`` skips that campaign's unsent letters only. An erased
     person has nothing left to opt out of: nothing is recorded. A choice recorded before (a repeated
     POST, or the same one twice in the batch) is not recorded again."""
-    db = CoreStatements(statements) if isinstance(statements, Connection) else statements
     now = now or utcnow()
     letters = db.letters([r.token for r in requests])
     events: dict[str, dict[str, Any]] = {}

@@ -23,9 +23,9 @@ from sqlalchemy import Engine, PoolProxiedConnection, event
 from outreach.db import make_engine
 from outreach.models import utcnow
 from outreach.sending.writer import WalCheckpointer
-from outreach.sqlite_lock import sqlite_transaction, while_locked
+from outreach.sqlite_driver import SQLITE_BUSY_TIMEOUT_MS, conversions, sqlite_transaction, while_locked
 from outreach.web.public import store
-from outreach.web.public.sqlite_batch import DriverStatements, conversions
+from outreach.web.public.sqlite_batch import DriverStatements
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 200
@@ -34,8 +34,8 @@ MAX_BATCH = 200
 # of sleeping in SQLite's busy handler (which backs off 1, 2, 5, 10... ms).
 LINGER = 0.005
 # How long a batch waits for the write lock (a running send's commits) before its requests get the 500
-# page: outreach.db's busy timeout.
-LOCK_PATIENCE = 30.0
+# page: every other connection's busy timeout.
+LOCK_PATIENCE = SQLITE_BUSY_TIMEOUT_MS / 1000
 
 Outcome = tuple[store.Letter, store.OptOutResult] | None
 
@@ -58,7 +58,7 @@ class OptOutWriter:
             # As the sender does: the writer's commits never checkpoint the WAL themselves (a commit
             # that did stalled a whole batch by ~100 ms); a thread of its own checkpoints PASSIVE. Its
             # connection does not wait in SQLite's busy handler either: the writer asks for the write
-            # lock itself (outreach.sqlite_lock.while_locked), every half millisecond.
+            # lock itself (outreach.sqlite_driver.while_locked), every half millisecond.
             self.engine = make_engine(str(engine.url))
             event.listen(self.engine, "connect", _writer_pragmas)
             self._checkpointer = WalCheckpointer(str(path))
@@ -127,7 +127,7 @@ class OptOutWriter:
                 outcomes = self._driver.write(requests, now)
             else:
                 with self.engine.begin() as conn:
-                    outcomes = store.opt_out_many(conn, requests, now=now)
+                    outcomes = store.opt_out_many(store.CoreStatements(conn), requests, now=now)
         except Exception as exc:  # the database failed: every request of the batch gets the 500 page
             log.error("recording %d opt-out(s) failed: %s", len(batch), type(exc).__name__)
             _wake(batch, [exc] * len(batch))

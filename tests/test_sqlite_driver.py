@@ -1,4 +1,4 @@
-"""outreach.sqlite_lock: waiting for SQLite's write lock by asking again, never in its busy handler."""
+"""outreach.sqlite_driver: waiting for SQLite's write lock by asking again, never in its busy handler."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from outreach.db import open_database
-from outreach.sqlite_lock import sqlite_busy, sqlite_transaction, while_locked
+from outreach.sqlite_driver import sqlite_busy, sqlite_transaction, while_locked
 
 
 def _writer(path: Path) -> sqlite3.Connection:

@@ -1,5 +1,6 @@
-"""SQLite's write lock on the hot paths that use the driver directly: their transactions, and waiting
-for the lock while another connection (a send, `outreach serve`) holds it."""
+"""What the hot paths that use pysqlite directly share (the sender's and the web's group commits): their
+transactions, waiting for the write lock while another connection (a send, `outreach serve`) holds it,
+and SQLAlchemy's conversions of datetimes to the text SQLite stores."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
 
+from sqlalchemy import Dialect
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import SQLModel
 
+from outreach import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+#: How long a writer waits for another one's write lock (every connection's busy timeout, outreach.db).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 _SQLITE_BUSY = 5
 _SQLITE_LOCKED = 6
 #: How often ``while_locked`` tries again. SQLite's own busy handler (busy_timeout) sleeps 1, 2, 5, 10, 15,
@@ -55,3 +63,19 @@ def sqlite_transaction(raw: sqlite3.Connection) -> Iterator[None]:
         raw.rollback()
         raise
     raw.commit()
+
+
+class Conversions(NamedTuple):
+    """SQLAlchemy's conversions of a datetime to the text SQLite stores, and back, for statements sent
+    to the driver itself (they bypass the column types): both paths write and read the same text."""
+
+    stamp: Callable[[datetime | None], Any]
+    parse: Callable[[Any], datetime | None]
+
+
+def conversions(dialect: Dialect) -> Conversions:
+    column = SQLModel.metadata.tables["delivery"].c.updated_at  # every timestamp column has this type
+    stamp = column.type.dialect_impl(dialect).bind_processor(dialect)
+    parse = column.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert stamp is not None and parse is not None, "SQLite keeps datetimes as text"
+    return Conversions(stamp, parse)
